@@ -7,20 +7,15 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.transforms import v2 as T
 
+from fsa.errors import ExtractorError, WeightsUnavailableError
 from fsa.guidance.virtual_save import virtual_save
+
+__all__ = ["ExtractorError", "FeatureExtractor", "WeightsUnavailableError"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-class ExtractorError(ValueError):
-    """An extractor cannot be built or cannot do what was asked (bad layer, no text tower, ...)."""
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be found locally or on the hub."""
 
 
 class FeatureExtractor(nn.Module):

@@ -18,9 +18,7 @@ def ste_round(x: Tensor) -> Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def virtual_save(
-    image: Tensor, size: int, mean: Sequence[float], std: Sequence[float]
-) -> Tensor:
+def virtual_save(image: Tensor, size: int, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """Decoder output (B, 3, H, W), roughly in [-1, 1] -> normalised extractor input (B, 3, size, size).
 
     (x + 1) / 2 * 255 -> STE round -> bicubic resize (no antialias) -> STE round -> / 255

@@ -1,0 +1,205 @@
+"""Diffusion backbones: the noise predictor eps_theta(z_t, t) and the decoder from z_0 to pixels.
+
+`LatentDiffusion` is Stable Diffusion's layout (UNet in a VAE's latent space, conditioned on the
+empty prompt's text embedding, no classifier-free guidance); `PixelDiffusion` is a diffusers
+`UNet2DModel` in pixel space (the decoder is the identity). Both are frozen: the guided decoder
+differentiates with respect to the latent only.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+from diffusers.configuration_utils import ConfigMixin
+from torch import Tensor, nn
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from fsa.diffusion.schedule import NoiseSchedule
+from fsa.errors import WeightsUnavailableError
+
+log = logging.getLogger(__name__)
+
+# CLIP's byte-pair vocabulary: start- and end-of-text ids. Stable Diffusion's tokenizer pads with
+# the end-of-text token, so "" becomes [SOT, EOT, EOT, ...]. Written out rather than tokenised
+# because transformers' CLIPTokenizer silently breaks offline.
+CLIP_SOT, CLIP_EOT = 49406, 49407
+
+
+class DiffusionBackbone(nn.Module):
+    """eps_theta and the decoder, with the schedule they were trained on."""
+
+    def __init__(self, schedule: NoiseSchedule, latent_shape: tuple[int, int, int], name: str) -> None:
+        super().__init__()
+        self.schedule = schedule
+        self.latent_shape = latent_shape
+        self.name = name
+
+    def freeze(self) -> "DiffusionBackbone":
+        self.eval()
+        self.requires_grad_(False)
+        return self
+
+    def predict_noise(self, z_t: Tensor, t: int) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decode(self, z0: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Latent z_0 -> image (B, 3, H, W), roughly in [-1, 1], not clamped."""
+        raise NotImplementedError
+
+    def _timesteps(self, z_t: Tensor, t: int) -> Tensor:
+        return torch.full((z_t.shape[0],), t, device=z_t.device, dtype=torch.long)
+
+
+class LatentDiffusion(DiffusionBackbone):
+    """Stable Diffusion: UNet on 4-channel latents, VAE decoder, empty-prompt conditioning."""
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        empty_prompt_embedding: Tensor,
+        schedule: NoiseSchedule,
+        image_size: int | None = None,
+        name: str = "latent",
+    ) -> None:
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        latent_size = unet.config.sample_size if image_size is None else image_size // self.vae_factor
+        super().__init__(schedule, (unet.config.in_channels, latent_size, latent_size), name)
+        self.unet = unet
+        self.vae = vae
+        self.scaling_factor = float(vae.config.scaling_factor)  # 0.18215 for SD 1.x
+        self.register_buffer("cond", empty_prompt_embedding, persistent=False)
+        self.freeze()
+
+    def predict_noise(self, z_t: Tensor, t: int) -> Tensor:
+        cond = self.cond.expand(z_t.shape[0], -1, -1).to(z_t.dtype)
+        return self.unet(z_t, self._timesteps(z_t, t), encoder_hidden_states=cond).sample
+
+    def decode(self, z0: Tensor) -> Tensor:
+        return self.vae.decode(z0 / self.scaling_factor).sample
+
+
+class PixelDiffusion(DiffusionBackbone):
+    """A pixel-space diffusers UNet2DModel: z_0 is the image itself."""
+
+    def __init__(self, unet: UNet2DModel, schedule: NoiseSchedule, name: str = "pixel") -> None:
+        size = unet.config.sample_size
+        size = size if isinstance(size, int) else size[0]
+        super().__init__(schedule, (unet.config.in_channels, size, size), name)
+        self.unet = unet
+        self.freeze()
+
+    def predict_noise(self, z_t: Tensor, t: int) -> Tensor:
+        return self.unet(z_t, self._timesteps(z_t, t)).sample
+
+    def decode(self, z0: Tensor) -> Tensor:
+        # A 1-channel model (e.g. digits) is shown to RGB extractors as a grey image.
+        return z0.expand(-1, 3, -1, -1) if z0.shape[1] == 1 else z0
+
+
+def empty_prompt_embedding(text_encoder: CLIPTextModel) -> Tensor:
+    """The text encoder's output for "" padded to its context length: SD's unconditional input."""
+    length = text_encoder.config.max_position_embeddings
+    ids = torch.full((1, length), CLIP_EOT, dtype=torch.long)
+    ids[0, 0] = CLIP_SOT
+    with torch.no_grad():
+        return text_encoder(ids.to(text_encoder.device)).last_hidden_state
+
+
+def _missing_weights(what: str, path: str, option: str, error: Exception) -> WeightsUnavailableError:
+    return WeightsUnavailableError(
+        f"could not load {what} from '{path}': {type(error).__name__}: {error}. "
+        "Without network only local files and the Hugging Face cache are read: download it on a "
+        f"machine with network (e.g. `hf download {path}`) and copy the folder here, then pass "
+        f"{option}=/path/to/folder"
+    )
+
+
+def load_stable_diffusion(
+    path: str = "CompVis/stable-diffusion-v1-4", image_size: int | None = None, revision: str | None = None
+) -> LatentDiffusion:
+    """A diffusers-format Stable Diffusion (hub id or local folder with unet/, vae/, text_encoder/, scheduler/)."""
+    try:
+        kwargs = {"revision": revision} if revision else {}
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kwargs)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **kwargs)
+        scheduler_config = ConfigMixin.load_config(path, subfolder="scheduler", **kwargs)
+    except (OSError, ValueError) as error:
+        raise _missing_weights("the Stable Diffusion model", path, "model.path", error) from error
+    schedule = NoiseSchedule.from_scheduler_config(scheduler_config)
+    name = Path(path).name if Path(path).exists() else path
+    return LatentDiffusion(unet, vae, empty_prompt_embedding(text_encoder), schedule, image_size, name)
+
+
+def load_pixel_diffusion(path: str, subfolder: str | None = None) -> PixelDiffusion:
+    """A diffusers UNet2DModel (hub id or local folder) with its scheduler config."""
+    try:
+        unet = UNet2DModel.from_pretrained(path, subfolder=subfolder)
+        scheduler_config = _load_scheduler_config(path, subfolder)
+    except (OSError, ValueError) as error:
+        raise _missing_weights("the pixel diffusion model", path, "model.path", error) from error
+    return PixelDiffusion(unet, NoiseSchedule.from_scheduler_config(scheduler_config), Path(path).name)
+
+
+def _load_scheduler_config(path: str, unet_subfolder: str | None) -> dict:
+    """Scheduler config beside the UNet: `scheduler/` (pipeline layout) or the folder itself."""
+    for subfolder in ("scheduler", unet_subfolder):
+        try:
+            return ConfigMixin.load_config(path, subfolder=subfolder, config_name="scheduler_config.json")
+        except OSError:
+            continue
+    raise OSError(f"no scheduler_config.json in '{path}' (looked in scheduler/ and {unet_subfolder or '.'})")
+
+
+def tiny_latent_components(seed: int = 0) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel]:
+    """Randomly initialised SD-shaped components, small enough for CPU tests (latent 4x8x8, image 64)."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=4,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 8, 16, 16),  # four blocks: SD's x8 down-sampling
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        norm_num_groups=4,
+        layers_per_block=1,
+        scaling_factor=0.18215,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+        )
+    )
+    return unet, vae, text_encoder
+
+
+def build_tiny_latent_diffusion(
+    seed: int = 0, num_train_timesteps: int = 1000, beta_schedule: str = "scaled_linear"
+) -> LatentDiffusion:
+    """A random latent model for tests and debugging: its images mean nothing."""
+    log.warning(
+        "model=tiny: a RANDOMLY INITIALISED diffusion model built in code. Its images are noise-like "
+        "and mean nothing; use it to check that the pipeline runs, not to analyse a feature space."
+    )
+    unet, vae, text_encoder = tiny_latent_components(seed)
+    schedule = NoiseSchedule.make(num_train_timesteps, beta_schedule=beta_schedule)
+    return LatentDiffusion(unet, vae, empty_prompt_embedding(text_encoder), schedule, name="tiny (random)")

@@ -1,0 +1,17 @@
+"""Errors that reach the user: each says what is wrong and how to fix it."""
+
+
+class FsaError(Exception):
+    """Base of every error fsa raises on purpose (bad input, missing weights, bad config)."""
+
+
+class ConfigError(FsaError, ValueError):
+    """An invalid configuration value (caught before any model loads)."""
+
+
+class ExtractorError(FsaError, ValueError):
+    """An extractor cannot be built or cannot do what was asked (bad layer, no text tower, ...)."""
+
+
+class WeightsUnavailableError(FsaError, RuntimeError):
+    """Pretrained weights could not be found locally or on the hub."""
