@@ -30,9 +30,7 @@ class NoiseSchedule:
         if num_train_timesteps < 1:
             raise ValueError(f"num_train_timesteps must be >= 1, got {num_train_timesteps}")
         if beta_schedule == "scaled_linear":
-            betas = (
-                torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
-            )
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
         elif beta_schedule == "linear":
             betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
         else:
@@ -82,9 +80,7 @@ def ddpm_step(z_t: Tensor, eps: Tensor, abar_t: float, abar_prev: float, noise: 
     return mean + math.sqrt(beta_t) * noise
 
 
-def ddim_step(
-    z_t: Tensor, eps: Tensor, abar_t: float, abar_prev: float, eta: float, noise: Tensor | None
-) -> Tensor:
+def ddim_step(z_t: Tensor, eps: Tensor, abar_t: float, abar_prev: float, eta: float, noise: Tensor | None) -> Tensor:
     """The DDIM update (Song et al., Eq. 12), as diffusers' `DDIMScheduler.step`.
 
     z_prev = sqrt(abar_prev) * z0_hat + sqrt(1 - abar_prev - sigma^2) * eps + sigma * noise,

@@ -81,9 +81,7 @@ class _Best:
         return improved
 
 
-def initial_noise(
-    generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device
-) -> Tensor:
+def initial_noise(generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device) -> Tensor:
     """N(0, I) of shape (B, *shape), one generator per sample, drawn on the CPU.
 
     A sample's noise depends only on its own generator, so its result does not depend on the

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from fsa.errors import ConfigError
+
 CLIP_MODES = ("mean", "zero", "off")
 DIRECTIONS = ("descend", "ascend")
 
@@ -99,15 +101,15 @@ class FeatureGuidance:
 
     def __post_init__(self) -> None:
         if self.clip_mode not in CLIP_MODES:
-            raise ValueError(f"guidance.clip_mode must be one of {CLIP_MODES}, got '{self.clip_mode}'")
+            raise ConfigError(f"guidance.clip_mode must be one of {CLIP_MODES}, got '{self.clip_mode}'")
         if self.direction not in DIRECTIONS:
-            raise ValueError(f"guidance.direction must be one of {DIRECTIONS}, got '{self.direction}'")
+            raise ConfigError(f"guidance.direction must be one of {DIRECTIONS}, got '{self.direction}'")
         if self.k < 1 or self.early_k < 1:
-            raise ValueError(f"guidance.k and guidance.early_k must be >= 1, got {self.k}, {self.early_k}")
+            raise ConfigError(f"guidance.k and guidance.early_k must be >= 1, got {self.k}, {self.early_k}")
         if self.early_steps < 0:
-            raise ValueError(f"guidance.early_steps must be >= 0, got {self.early_steps}")
+            raise ConfigError(f"guidance.early_steps must be >= 0, got {self.early_steps}")
         if self.w_g < 0:
-            raise ValueError(f"guidance.w_g must be >= 0 (use direction=ascend to flip it), got {self.w_g}")
+            raise ConfigError(f"guidance.w_g must be >= 0 (use direction=ascend to flip it), got {self.w_g}")
 
     @property
     def enabled(self) -> bool:

@@ -1,0 +1,3 @@
+from fsa.cli import main
+
+main()

@@ -1,0 +1,37 @@
+"""The `fsa` command: a thin Hydra entry that hands the composed config to `fsa.runner.run`."""
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from fsa.config import register_configs
+from fsa.errors import FsaError
+
+log = logging.getLogger("fsa")
+register_configs()
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from fsa.runner import run  # heavy imports after Hydra has parsed the command line
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    output_dir = Path(hc.runtime.output_dir)
+    group = Path(hc.sweep.dir).name if multirun else output_dir.name
+    name = hc.job.override_dirname or output_dir.name
+    try:
+        run(cfg, output_dir, wandb_group=group, wandb_name=name)
+    except FsaError as error:
+        # A clear message and a non-zero exit, not a traceback, for input the user can fix.
+        log.error("%s: %s", type(error).__name__, error)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The config schema: every top-level key and the typed groups, so a typo is an error.
+
+Hydra composes `conf/config.yaml` on top of `FsaConfig` (registered as `fsa_schema`). Keys not
+declared here are rejected (struct mode) and values of the wrong type fail to merge, before
+any model loads. Component groups whose arguments depend on their `_target_` (model,
+extractor, dataset, sampler) stay `Any`; their arguments are checked against the target's
+signature by `check_targets`.
+"""
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from fsa.errors import ConfigError
+
+DTYPES = ("float32", "bfloat16", "float16")
+LOGGER_MODES = ("auto", "online", "offline", "disabled")
+
+
+@dataclass
+class GuidanceConfig:
+    _target_: str = "fsa.guidance.feature_guidance.FeatureGuidance"
+    w_g: float = 4.0
+    normalise: bool = True
+    clip_mode: str = "mean"
+    clip_c: float = 3.0
+    direction: str = "descend"
+    post_check: bool = True
+    early_steps: int = 5
+    early_k: int = 1000
+    k: int = 8
+
+
+@dataclass
+class LoggerConfig:
+    mode: str = "auto"  # auto: online when logged in to W&B, else offline
+    project: str = "fsa"
+    entity: str | None = None
+    group: str | None = None  # default: the multirun sweep folder, or the run folder
+    name: str | None = None  # default: the job's overrides
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    output_dir: str = "${hydra:runtime.output_dir}"
+
+
+@dataclass
+class FsaConfig:
+    model: Any = None
+    sampler: Any = None
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    extractor: Any = None
+    dataset: Any = None
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    batch_size: int = 1
+    progress: bool = True
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="fsa_schema", node=FsaConfig)
+
+
+def _resolve_target(path: str) -> Any:
+    module_name, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"_target_ '{path}' cannot be imported: {error}") from error
+
+
+def check_targets(cfg: DictConfig, groups: tuple[str, ...] = ("model", "sampler", "extractor", "dataset")) -> None:
+    """Each group's keys must be arguments of its `_target_`: a misspelt override fails here, cheaply."""
+    for group in groups:
+        node = cfg.get(group)
+        if node is None or "_target_" not in node:
+            raise ConfigError(f"config group '{group}' is missing or has no _target_")
+        target = _resolve_target(node._target_)
+        kwargs = {k: v for k, v in node.items() if not str(k).startswith("_")}
+        try:
+            inspect.signature(target).bind(**kwargs)
+        except TypeError as error:
+            raise ConfigError(f"{group}: {error} (for {node._target_})") from error
+
+
+def validate(cfg: DictConfig) -> None:
+    """Value checks that the types alone cannot express, with messages that name the option."""
+    if cfg.batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {DTYPES}, got '{cfg.dtype}'")
+    if cfg.logger.mode not in LOGGER_MODES:
+        raise ConfigError(f"logger.mode must be one of {LOGGER_MODES}, got '{cfg.logger.mode}'")
+    if cfg.device != "auto" and not str(cfg.device).startswith(("cpu", "cuda", "mps")):
+        raise ConfigError(f"device must be auto, cpu, cuda[:N] or mps, got '{cfg.device}'")
+    check_targets(cfg)
+
+
+def resolved_container(cfg: DictConfig) -> dict[str, Any]:
+    """The config with every interpolation resolved: what is saved and sent to W&B."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]

@@ -1,0 +1,101 @@
+"""Local outputs of a run: the per-evaluation table and the images, in the run folder."""
+
+import csv
+import time
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from fsa.guidance.decoder import Evaluation
+
+TABLE_COLUMNS = (
+    "target",
+    "sample",
+    "seed",
+    "iteration",
+    "step",
+    "t",
+    "k",
+    "phase",
+    "distance",
+    "cosine",
+    "grad_norm",
+    "grad_std",
+    "clipped_fraction",
+    "elapsed_s",
+)
+
+
+def to_uint8(image: Tensor) -> np.ndarray:
+    """(3, H, W) in about [-1, 1] -> (H, W, 3) uint8, as saving a PNG does (round, then clamp)."""
+    pixels = ((image.detach().float().cpu() + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(1, 2, 0).numpy()
+
+
+def save_png(image: Tensor, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(image)).save(path)
+    return path
+
+
+class EvaluationTable:
+    """Appends one CSV row per sample and evaluation as the run goes (flushed every `flush_every` rows)."""
+
+    def __init__(self, path: Path, flush_every: int = 256) -> None:
+        self.path = path
+        self._file: IO[str] = path.open("w", newline="")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(TABLE_COLUMNS)
+        self._flush_every = flush_every
+        self._pending = 0
+        self.target = ""
+        self.seeds: list[int] = []
+        self._start = time.perf_counter()
+
+    def start_target(self, target: str, seeds: list[int]) -> None:
+        self.target, self.seeds = target, seeds
+        self._start = time.perf_counter()
+
+    def __call__(self, ev: Evaluation) -> None:
+        elapsed = time.perf_counter() - self._start
+        stats = ev.stats
+        for i, seed in enumerate(self.seeds):
+            grad = (
+                ("", "", "")
+                if stats is None
+                else (
+                    f"{stats.grad_norm[i].item():.6g}",
+                    f"{stats.normalised_std[i].item():.6g}",
+                    f"{stats.clipped_fraction[i].item():.6g}",
+                )
+            )
+            self._writer.writerow(
+                (
+                    self.target,
+                    i,
+                    seed,
+                    ev.iteration,
+                    ev.step,
+                    ev.t,
+                    ev.k,
+                    ev.phase,
+                    f"{ev.distance[i].item():.8g}",
+                    f"{ev.cosine[i].item():.8g}",
+                    *grad,
+                    f"{elapsed:.3f}",
+                )
+            )
+        self._pending += len(self.seeds)
+        if self._pending >= self._flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        self._file.flush()
+        self._pending = 0
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,53 @@
+"""Progress with ETA and the current best distance: a tqdm bar on a terminal, plain lines elsewhere."""
+
+import logging
+import sys
+import time
+
+from tqdm import tqdm
+
+from fsa.guidance.decoder import PRE, Evaluation
+
+log = logging.getLogger("fsa")
+
+
+class Progress:
+    """Counts guided iterations over the whole run (all targets); listens to evaluations."""
+
+    def __init__(self, total: int, enabled: bool = True, line_every_s: float = 30.0) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.best = float("inf")
+        self.done = 0
+        self._tty = sys.stderr.isatty()
+        self._bar = tqdm(total=total, unit="it", dynamic_ncols=True) if enabled and self._tty else None
+        self._start = self._last_line = time.perf_counter()
+        self._line_every_s = line_every_s
+
+    def __call__(self, ev: Evaluation) -> None:
+        self.best = min(self.best, float(ev.distance.min()))
+        if ev.phase != PRE:
+            return
+        self.done += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(t=ev.t, k=ev.k, best=f"{self.best:.4g}", refresh=False)
+        elif self.enabled and (time.perf_counter() - self._last_line >= self._line_every_s or self.done == self.total):
+            self._last_line = time.perf_counter()
+            elapsed = self._last_line - self._start
+            eta = elapsed / self.done * (self.total - self.done)
+            log.info(
+                "iteration %d/%d (%.0f%%) t=%d k=%d best distance %.4g, elapsed %.0fs, ETA %.0fs",
+                self.done,
+                self.total,
+                100 * self.done / self.total,
+                ev.t,
+                ev.k,
+                self.best,
+                elapsed,
+                eta,
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -1,0 +1,95 @@
+"""Weights & Biases: one W&B run per Hydra job, grouped per sweep, offline unless logged in."""
+
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+from fsa.guidance.decoder import POST, Evaluation
+
+log = logging.getLogger("fsa")
+
+
+def logged_in() -> bool:
+    """An API key in the environment or in ~/.netrc; checked without touching the network."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(mode: str) -> str:
+    if mode == "auto":
+        return "online" if logged_in() else "offline"
+    return mode
+
+
+class WandbLogger:
+    """Per-evaluation distances (k + 0.5 marks the post-guidance check, as the authors log it),
+    best/final images with their distances as captions, and the run summary."""
+
+    def __init__(
+        self,
+        mode: str,
+        run_dir: Path,
+        config: dict[str, Any],
+        project: str,
+        entity: str | None,
+        group: str | None,
+        name: str | None,
+        tags: list[str],
+    ) -> None:
+        import wandb
+
+        self.mode = resolve_mode(mode)
+        self._wandb = wandb
+        self.run = wandb.init(
+            project=project,
+            entity=entity,
+            group=group,
+            name=name,
+            tags=tags,
+            config=config,
+            dir=str(run_dir),
+            mode=self.mode,
+            reinit="finish_previous",
+        )
+        self.run.define_metric("iteration")
+        self.run.define_metric("*", step_metric="iteration")
+        self._iteration_offset = 0
+        self._prefix = ""
+        self._best: list[float] = []
+        log.info("W&B run %s (%s mode) in %s", self.run.id, self.mode, self.run.dir)
+
+    def start_target(self, target: str, batch: int, iteration_offset: int) -> None:
+        self._prefix, self._iteration_offset = target, iteration_offset
+        self._best = [float("inf")] * batch
+
+    def __call__(self, ev: Evaluation) -> None:
+        row: dict[str, Any] = {
+            "iteration": self._iteration_offset + ev.iteration,
+            "t": ev.t,
+            "k": ev.k + (0.5 if ev.phase == POST else 0.0),
+        }
+        for i, (d, c) in enumerate(zip(ev.distance.tolist(), ev.cosine.tolist(), strict=True)):
+            self._best[i] = min(self._best[i], d)
+            key = f"{self._prefix}/sample{i}"
+            row[f"{key}/distance"] = d
+            row[f"{key}/cosine"] = c
+            row[f"{key}/best_distance"] = self._best[i]
+            if ev.stats is not None:
+                row[f"{key}/grad_norm"] = ev.stats.grad_norm[i].item()
+                row[f"{key}/clipped_fraction"] = ev.stats.clipped_fraction[i].item()
+        self.run.log(row)
+
+    def log_images(self, images: dict[str, tuple[Path, str]]) -> None:
+        """{key: (png path, caption)}."""
+        self.run.log({key: self._wandb.Image(str(path), caption=caption) for key, (path, caption) in images.items()})
+
+    def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
+        for key, value in summary.items():
+            self.run.summary[key] = value
+        self.run.finish(exit_code=exit_code)

@@ -1,0 +1,129 @@
+"""The guided decoder (Algorithm 1) on tiny random models: determinism, batching, and that it guides."""
+
+import pytest
+import torch
+from torch import nn
+
+from fsa.diffusion.backbones import build_tiny_latent_diffusion
+from fsa.diffusion.samplers import DDIMSampler, DDPMSampler
+from fsa.extractors.base import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor
+from fsa.guidance.decoder import POST, PRE, guided_decode
+from fsa.guidance.feature_guidance import FeatureGuidance
+
+
+class SmallExtractor(FeatureExtractor):
+    def __init__(self) -> None:
+        super().__init__("small", 32, IMAGENET_MEAN, IMAGENET_STD)
+        torch.manual_seed(1)
+        self.network = nn.Sequential(nn.Conv2d(3, 8, 3, 2), nn.ReLU(), nn.Conv2d(8, 8, 3, 2), nn.AdaptiveAvgPool2d(2))
+        self.freeze()
+
+
+@pytest.fixture(scope="module")
+def setup():
+    backbone = build_tiny_latent_diffusion(num_train_timesteps=1000)
+    extractor = SmallExtractor()
+    target = extractor(
+        extractor.prepare_generated(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5)) * 2 - 1)
+    )
+    return backbone, extractor, target
+
+
+def generators(seeds):
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+SHORT = FeatureGuidance(early_steps=1, early_k=3, k=2)
+
+
+def decode(setup, seeds, guidance=SHORT, sampler=None, **kwargs):
+    backbone, extractor, target = setup
+    return guided_decode(
+        backbone, sampler or DDIMSampler(4, eta=0.5), guidance, extractor, target, generators(seeds), **kwargs
+    )
+
+
+def test_same_seed_same_outputs(setup):
+    a, b = decode(setup, [3, 4]), decode(setup, [3, 4])
+    assert torch.equal(a.best_image, b.best_image) and torch.equal(a.final_image, b.final_image)
+    assert torch.equal(a.best_distance, b.best_distance)
+    c = decode(setup, [5, 6])
+    assert not torch.equal(a.final_image, c.final_image)
+
+
+def test_sample_result_does_not_depend_on_its_batch(setup):
+    """Same noise per sample whatever the batch; only float summation order differs.
+
+    Unguided, that leaves ~1e-6. Guided, a last-bit difference can flip one pixel's rounding in
+    the virtual save, which changes the gradient a little, so the tolerance is looser there.
+    """
+    unguided = FeatureGuidance(w_g=0.0, early_steps=1, early_k=3, k=2)
+    alone, batch = decode(setup, [11], guidance=unguided), decode(setup, [7, 11, 13], guidance=unguided)
+    torch.testing.assert_close(batch.final_image[1:2], alone.final_image, rtol=0, atol=1e-4)
+    alone, batch = decode(setup, [11]), decode(setup, [7, 11, 13])
+    torch.testing.assert_close(batch.final_image[1:2], alone.final_image, rtol=0, atol=0.05)
+    torch.testing.assert_close(batch.best_distance[1:2], alone.best_distance, rtol=1e-2, atol=0)
+
+
+def test_callback_reports_every_evaluation_and_best_is_their_minimum(setup):
+    events = []
+    result = decode(setup, [0, 1], callback=events.append)
+    iterations = SHORT.total_iterations(4)
+    assert result.guided_iterations == iterations == 3 + 3 * 2
+    assert [e.phase for e in events] == [PRE, POST] * iterations
+    assert all(e.stats is not None for e in events if e.phase == PRE)
+    distances = torch.stack([e.distance for e in events])
+    torch.testing.assert_close(result.best_distance, distances.min(dim=0).values)
+    where = distances.argmin(dim=0)
+    for i in range(2):
+        ev = events[where[i]]
+        assert (result.best_t[i], result.best_k[i], result.best_phase[i]) == (ev.t, ev.k, ev.phase)
+    assert result.unet_evaluations == iterations
+    assert result.feature_evaluations == 2 * iterations + 1  # pre, post, and the final image
+
+
+def test_unguided_skips_gradient_and_post_check(setup):
+    events = []
+    result = decode(
+        setup, [0], guidance=FeatureGuidance(w_g=0.0, early_steps=1, early_k=3, k=2), callback=events.append
+    )
+    assert {e.phase for e in events} == {PRE} and all(e.stats is None for e in events)
+    assert result.feature_evaluations == result.guided_iterations + 1
+
+
+def test_guided_beats_unguided_for_the_same_seeds(setup):
+    seeds = [0, 1, 2]
+    guided = decode(setup, seeds)
+    unguided = decode(setup, seeds, guidance=FeatureGuidance(w_g=0.0, early_steps=1, early_k=3, k=2))
+    assert (guided.best_distance < unguided.best_distance).all()
+    assert guided.best_distance.mean() < 0.5 * unguided.best_distance.mean()
+
+
+def test_paper_sign_does_worse_than_descending(setup):
+    descend = decode(setup, [0, 1])
+    ascend = decode(setup, [0, 1], guidance=FeatureGuidance(early_steps=1, early_k=3, k=2, direction="ascend"))
+    assert (ascend.final_distance > descend.final_distance).all()
+
+
+def test_ddpm_sampler_runs_and_final_is_post_guidance_image_of_last_step(setup):
+    backbone, extractor, target = setup
+    short = build_tiny_latent_diffusion(num_train_timesteps=6)
+    events = []
+    result = guided_decode(short, DDPMSampler(), SHORT, extractor, target, generators([0]), callback=events.append)
+    assert result.guided_iterations == 3 + 5 * 2
+    last_post = events[-1]
+    assert last_post.phase == POST and last_post.t == 0
+    torch.testing.assert_close(result.final_image, last_post.image, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_autocast_keeps_distances_fp32_and_close(setup):
+    fp32 = decode(setup, [0])
+    bf16 = decode(setup, [0], dtype=torch.bfloat16)
+    assert bf16.best_distance.dtype == torch.float32 and torch.isfinite(bf16.best_distance).all()
+    assert bf16.best_distance.item() == pytest.approx(fp32.best_distance.item(), rel=0.5)
+
+
+def test_frozen_networks_get_no_parameter_gradients(setup):
+    backbone, extractor, _ = setup
+    decode(setup, [0])
+    assert all(p.grad is None and not p.requires_grad for p in [*backbone.parameters(), *extractor.parameters()])
