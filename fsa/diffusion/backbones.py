@@ -10,8 +10,7 @@ import logging
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
-from diffusers.configuration_utils import ConfigMixin
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UNet2DModel
 from torch import Tensor, nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -108,12 +107,14 @@ def empty_prompt_embedding(text_encoder: CLIPTextModel) -> Tensor:
 
 
 def _missing_weights(what: str, path: str, option: str, error: Exception) -> WeightsUnavailableError:
-    return WeightsUnavailableError(
-        f"could not load {what} from '{path}': {type(error).__name__}: {error}. "
-        "Without network only local files and the Hugging Face cache are read: download it on a "
-        f"machine with network (e.g. `hf download {path}`) and copy the folder here, then pass "
-        f"{option}=/path/to/folder"
-    )
+    if path.startswith((".", "/", "~")) or Path(path).exists():
+        advice = f"check the folder (a diffusers layout) and pass it as {option}=/path/to/folder"
+    else:
+        advice = (
+            "without network only the Hugging Face cache is read: download it on a machine with network "
+            f"(e.g. `hf download {path}`), copy the folder here and pass {option}=/path/to/folder"
+        )
+    return WeightsUnavailableError(f"could not load {what} from '{path}' ({type(error).__name__}: {error}); {advice}")
 
 
 def load_stable_diffusion(
@@ -125,7 +126,7 @@ def load_stable_diffusion(
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kwargs)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs)
         text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **kwargs)
-        scheduler_config = ConfigMixin.load_config(path, subfolder="scheduler", **kwargs)
+        scheduler_config = DDPMScheduler.load_config(path, subfolder="scheduler", **kwargs)
     except (OSError, ValueError) as error:
         raise _missing_weights("the Stable Diffusion model", path, "model.path", error) from error
     schedule = NoiseSchedule.from_scheduler_config(scheduler_config)
@@ -147,7 +148,7 @@ def _load_scheduler_config(path: str, unet_subfolder: str | None) -> dict:
     """Scheduler config beside the UNet: `scheduler/` (pipeline layout) or the folder itself."""
     for subfolder in ("scheduler", unet_subfolder):
         try:
-            return ConfigMixin.load_config(path, subfolder=subfolder, config_name="scheduler_config.json")
+            return DDPMScheduler.load_config(path, subfolder=subfolder, config_name="scheduler_config.json")
         except OSError:
             continue
     raise OSError(f"no scheduler_config.json in '{path}' (looked in scheduler/ and {unet_subfolder or '.'})")
