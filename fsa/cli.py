@@ -14,9 +14,11 @@ from fsa.errors import FsaError
 
 log = logging.getLogger("fsa")
 register_configs()
+# An absolute path: the same folder whether started as `fsa`, `python -m fsa` or from a test.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from fsa.runner import run  # heavy imports after Hydra has parsed the command line
 

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 import fsa
 from fsa.config import resolved_container, validate
+from fsa.errors import FsaError
 from fsa.extractors.base import FeatureExtractor
 from fsa.guidance.decoder import DecodeResult, Evaluation, guided_decode
 from fsa.guidance.feature_guidance import squared_distance
@@ -84,6 +86,16 @@ def environment() -> dict[str, Any]:
     }
 
 
+def build(node: DictConfig) -> Any:
+    """`instantiate`, letting fsa's own errors through unwrapped (their messages are for the user)."""
+    try:
+        return instantiate(node)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, FsaError):
+            raise error.__cause__ from None
+        raise
+
+
 def _fan_out(listeners: list[Callable[[Evaluation], None]]) -> Callable[[Evaluation], None]:
     def callback(ev: Evaluation) -> None:
         for listener in listeners:
@@ -95,8 +107,8 @@ def _fan_out(listeners: list[Callable[[Evaluation], None]]) -> Callable[[Evaluat
 def run(cfg: DictConfig, output_dir: Path, wandb_group: str | None = None, wandb_name: str | None = None) -> dict:
     """Run the guided decoder for every target of `cfg.dataset`; returns the summary it writes."""
     validate(cfg)  # every value and override key, before any model loads
-    sampler = instantiate(cfg.sampler)
-    guidance = instantiate(cfg.guidance)
+    sampler = build(cfg.sampler)
+    guidance = build(cfg.guidance)
     device, dtype = resolve_device(cfg.device), DTYPES[cfg.dtype]
     output_dir.mkdir(parents=True, exist_ok=True)
     config = resolved_container(cfg)
@@ -104,9 +116,9 @@ def run(cfg: DictConfig, output_dir: Path, wandb_group: str | None = None, wandb
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    extractor: FeatureExtractor = instantiate(cfg.extractor).to(device)
-    targets = instantiate(cfg.dataset).load(extractor)  # bad targets fail before the big model loads
-    backbone = instantiate(cfg.model).to(device)
+    extractor: FeatureExtractor = build(cfg.extractor).to(device)
+    targets = build(cfg.dataset).load(extractor)  # bad targets fail before the big model loads
+    backbone = build(cfg.model).to(device)
     steps = len(sampler.timesteps(backbone.schedule.num_train_timesteps))
     iterations = guidance.total_iterations(steps)
     log.info(

@@ -106,7 +106,7 @@ def test_paper_sign_does_worse_than_descending(setup):
 
 
 def test_ddpm_sampler_runs_and_final_is_post_guidance_image_of_last_step(setup):
-    backbone, extractor, target = setup
+    _, extractor, target = setup
     short = build_tiny_latent_diffusion(num_train_timesteps=6)
     events = []
     result = guided_decode(short, DDPMSampler(), SHORT, extractor, target, generators([0]), callback=events.append)

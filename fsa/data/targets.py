@@ -238,9 +238,11 @@ class SkimageTargets:
 class CaptionTargets:
     """Targets from captions through CLIP's text tower (Fig. 8); needs a CLIP-family extractor."""
 
-    def __init__(self, captions: list[str], scale: float = 1.0, norm: float | None = None) -> None:
+    def __init__(
+        self, captions: list[str], limit: int | None = None, scale: float = 1.0, norm: float | None = None
+    ) -> None:
         self.transform = TargetTransform(scale=scale, norm=norm)
-        self.captions = _as_list(captions, "captions (caption targets need at least one)")
+        self.captions = _as_list(captions, "captions (caption targets need at least one)")[: _check_limit(limit)]
         if any(not c.strip() for c in self.captions):
             raise TargetError(f"empty caption in {self.captions}")
 
@@ -263,8 +265,9 @@ class CaptionTargets:
 class FeatureTargets:
     """Targets from a saved feature file: a `.pt` tensor or `.npy` array, (D,) or (N, D)."""
 
-    def __init__(self, path: str, scale: float = 1.0, norm: float | None = None) -> None:
+    def __init__(self, path: str, limit: int | None = None, scale: float = 1.0, norm: float | None = None) -> None:
         self.transform = TargetTransform(scale=scale, norm=norm)
+        self.limit = _check_limit(limit)
         self.path = Path(str(path)).expanduser()
         if not self.path.is_file():
             raise TargetError(f"feature file '{path}' does not exist")
@@ -296,4 +299,5 @@ class FeatureTargets:
         stem = self.path.stem
         if data.ndim == 1:
             return [_make_target(stem, data, None, str(self.path), self.transform)]
-        return [_make_target(f"{stem}[{i}]", row, None, str(self.path), self.transform) for i, row in enumerate(data)]
+        rows = data[: self.limit]
+        return [_make_target(f"{stem}[{i}]", row, None, str(self.path), self.transform) for i, row in enumerate(rows)]

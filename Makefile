@@ -1,0 +1,38 @@
+# fsa: `make run` runs the main job, `make test` the tests. Both set up .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch and torchvision first, pinned: these builds are on local disk here (see README).
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: help install run test test-fast lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install fsa with its dependencies
+
+run: install  ## the main job: the paper's guidance on the default embedded setup, on CPU
+	$(VENV)/bin/fsa device=cpu $(ARGS)
+
+test: install  ## the default test suite: CPU only, no downloads
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not gpu and not weights" $(ARGS)
+
+test-fast: install  ## the tests without the slow subprocess ones
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not gpu and not weights and not slow" $(ARGS)
+
+lint: install  ## ruff
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+clean:  ## remove outputs (keeps .venv)
+	rm -rf outputs/runs outputs/multiruns .pytest_cache

@@ -1,0 +1,118 @@
+"""CLIP image (and text) encoders through open_clip: the paper's CLIP RN50, and any other CLIP."""
+
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import open_clip
+from torch import Tensor, nn
+
+from fsa.errors import ExtractorError, WeightsUnavailableError
+from fsa.extractors.base import FeatureExtractor
+from fsa.extractors.layers import close_names
+from fsa.extractors.loading import HOW_TO_PASS, fail_fast_offline, require_file
+
+log = logging.getLogger("fsa.extractors")
+
+HF_HUB = "hf-hub:"
+# What a pretrained tag says about preprocessing; kept when its weights come from a local file.
+PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
+
+
+class OpenCLIPExtractor(FeatureExtractor):
+    """CLIP's ``encode_image`` as the feature, NOT L2-normalised (algorithm.md, "Target feature f_s").
+
+    The paper ran OpenAI's ``clip`` package with RN50: open_clip's RN50 + "openai" weights is the
+    same network (QuickGELU as the tag requires), giving 1024-d features at 224 px with CLIP's
+    mean/std. Captions (Fig. 8) go through :meth:`encode_text` with open_clip's bundled tokenizer,
+    which works offline (transformers' CLIPTokenizer silently breaks without the hub).
+    """
+
+    supports_text = True
+
+    def __init__(
+        self,
+        model_name: str = "RN50",
+        pretrained: str | None = "openai",
+        weights: str | None = None,
+        model_config: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        if model_config:
+            config = Path(model_config).expanduser()
+            if not config.is_file():
+                raise ExtractorError(f"open_clip model config '{config}' does not exist")
+            open_clip.add_model_config(config)
+        model, source = _build(model_name, pretrained, weights)
+        preprocess = open_clip.get_model_preprocess_cfg(model)
+        size = preprocess["size"]
+        size = size if isinstance(size, int) else max(size)
+        super().__init__(name or model_name, size, preprocess["mean"], preprocess["std"])
+        self.model = model
+        with fail_fast_offline():
+            self.tokenizer = open_clip.get_tokenizer(source)
+        self.freeze()
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.model.encode_image(x)
+
+    def encode_text(self, captions: list[str]) -> Tensor:
+        """Captions -> unnormalised text features (B, D) in fp32, in the image features' space."""
+        device = next(self.model.parameters()).device
+        tokens = self.tokenizer(list(captions)).to(device)
+        return self.model.encode_text(tokens).float()
+
+
+def _is_torchscript(file: Path) -> bool:
+    """Whether ``file`` is a TorchScript archive (a zip holding ``constants.pkl``), as OpenAI's CLIP files are."""
+    if not zipfile.is_zipfile(file):
+        return False
+    with zipfile.ZipFile(file) as archive:
+        return any(name.endswith("constants.pkl") for name in archive.namelist())
+
+
+def _build(model_name: str, pretrained: str | None, weights: str | None) -> tuple[nn.Module, str]:
+    """The CLIP model and the name its tokenizer is found by.
+
+    Weights: a local file (with the tag's preprocessing and activation if ``pretrained`` names a
+    tag), an open_clip tag or ``hf-hub:`` id (downloaded unless cached), or none (random).
+    """
+    from_hub = bool(pretrained) and str(pretrained).startswith(HF_HUB) and not weights
+    source = str(pretrained) if from_hub else model_name
+    if not from_hub and open_clip.get_model_config(model_name) is None:
+        raise ExtractorError(
+            f"open_clip has no model '{model_name}' (pass model_config=<json> for a custom one); "
+            f"closest: {close_names(model_name, open_clip.list_models())}"
+        )
+    tag = {} if (not pretrained or from_hub) else open_clip.get_pretrained_cfg(model_name, pretrained)
+    what = f"open_clip {source}" + (f" ({pretrained})" if pretrained and not from_hub else "")
+    kwargs: dict[str, Any] = {"force_quick_gelu": bool(tag.get("quick_gelu", False))}
+    if weights:
+        file = require_file(weights, what)
+        preprocess = {key: tag[key] for key in PREPROCESS_KEYS if key in tag}
+        kwargs.update(pretrained=str(file), force_preprocess_cfg=preprocess, require_pretrained=True)
+        # OpenAI's own RN50.pt is a TorchScript archive, which torch.load reads only through
+        # torch.jit.load (weights_only=False); any other file is read as plain weights.
+        kwargs.update(weights_only=not _is_torchscript(file))
+    elif from_hub:
+        kwargs.update(require_pretrained=True)
+    elif pretrained:
+        if not tag:
+            tags = open_clip.list_pretrained_tags_by_model(model_name)
+            raise ExtractorError(f"{what}: unknown pretrained tag; closest: {close_names(pretrained, tags)}")
+        kwargs.update(pretrained=pretrained, require_pretrained=True)
+    else:
+        log.warning("%s: no pretrained weights requested; the network is RANDOMLY INITIALISED", what)
+        return open_clip.create_model(source, **kwargs), source
+    try:
+        with fail_fast_offline():
+            return open_clip.create_model(source, **kwargs), source
+    except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as error:
+        if weights:
+            problem = f"cannot load '{weights}' into the model ({error})"
+        else:
+            where = " or ".join(filter(None, (tag.get("hf_hub"), tag.get("url")))) or source
+            problem = f"weights are not cached and could not be downloaded from {where} ({error})"
+        raise WeightsUnavailableError(f"{what}: {problem}; {HOW_TO_PASS}") from error

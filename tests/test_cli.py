@@ -1,0 +1,50 @@
+"""The `fsa` command in a subprocess: a run, a 2-job multirun, and a clean failure."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fsa(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [sys.executable, "-m", "fsa", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_single_run(tmp_path):
+    result = fsa("debug=tiny", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "complete" and len(summary["samples"]) == 2
+    assert "images:" in result.stdout + result.stderr
+
+
+def test_multirun_sweeps_w_g_into_grouped_jobs(tmp_path):
+    result = fsa("-m", "debug=tiny", "guidance.w_g=1,4", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    jobs = sorted(p for p in tmp_path.iterdir() if (p / "summary.json").exists())
+    assert [p.name for p in jobs] == ["0_debug=tiny,guidance.w_g=1", "1_debug=tiny,guidance.w_g=4"]
+    w_g = [json.loads((p / ".hydra" / "config.yaml").read_text().split("w_g:")[1].split()[0]) for p in jobs]
+    assert w_g == [1, 4]
+    for job in jobs:
+        assert len(list(job.glob("wandb/offline-run-*/run-*.wandb"))) == 1
+
+
+def test_bad_input_exits_non_zero_with_a_clear_message(tmp_path):
+    result = fsa("debug=tiny", "dataset=images", f"dataset.paths=[{tmp_path}/missing.png]", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert "missing.png" in result.stdout + result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_typo_in_an_override_is_an_error():
+    result = fsa("debug=tiny", "guidance.w_gg=3")
+    assert result.returncode != 0 and "w_gg" in result.stderr

@@ -1,0 +1,68 @@
+"""Every config composes; typos and bad values are errors before any model loads."""
+
+import pytest
+from helpers import CONF_DIR, compose_config
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from fsa.config import check_targets, validate
+from fsa.errors import ConfigError
+
+FILLS = {
+    "images": ["dataset.paths=[x.png]"],
+    "caption": ["dataset.captions=[a photo of a dog]"],
+    "feature": ["dataset.path=f.pt"],
+}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "group,name",
+    [(g, n) for g in ("model", "sampler", "guidance", "extractor", "dataset", "logger", "debug") for n in options(g)],
+)
+def test_every_config_composes_and_names_real_arguments(group, name):
+    cfg = compose_config([f"{group}={name}", *FILLS.get(name, [])])
+    check_targets(cfg)
+    validate(cfg)
+
+
+def test_paper_defaults():
+    cfg = compose_config([])
+    assert cfg.guidance.w_g == 4.0 and cfg.guidance.clip_c == 3.0 and cfg.guidance.clip_mode == "mean"
+    assert (cfg.guidance.early_steps, cfg.guidance.early_k, cfg.guidance.k) == (5, 1000, 8)
+    assert cfg.sampler.num_steps is None  # DDPM over all 1000 timesteps
+    assert compose_config(["guidance=none"]).guidance.w_g == 0.0
+
+
+def test_vit_h14_brings_its_clip_threshold_and_the_command_line_still_wins():
+    assert compose_config(["extractor=vit_h14"]).guidance.clip_c == 2.0
+    assert compose_config(["extractor=vit_h14", "guidance.clip_c=3"]).guidance.clip_c == 3.0
+
+
+@pytest.mark.parametrize("override", ["sedd=1", "guidance.w_gg=1", "extractor.layerr=x", "sampler.step=3"])
+def test_misspelt_key_is_an_error(override):
+    with pytest.raises(ConfigCompositionException):
+        compose_config([override])
+
+
+@pytest.mark.parametrize("override", ["seed=abc", "batch_size=two", "guidance.w_g=strong", "guidance.k=1.5"])
+def test_wrong_type_is_an_error(override):
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_config([override])
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("batch_size=0", "batch_size"),
+        ("dtype=float8", "dtype"),
+        ("logger.mode=loud", "logger.mode"),
+        ("device=tpu", "device"),
+    ],
+)
+def test_invalid_value_is_a_config_error(override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_config([override]))
