@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from wandb_records import read_records, run_id
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,8 +35,10 @@ def test_multirun_sweeps_w_g_into_grouped_jobs(tmp_path):
     assert [p.name for p in jobs] == ["0_debug=tiny,guidance.w_g=1", "1_debug=tiny,guidance.w_g=4"]
     w_g = [json.loads((p / ".hydra" / "config.yaml").read_text().split("w_g:")[1].split()[0]) for p in jobs]
     assert w_g == [1, 4]
-    for job in jobs:
-        assert len(list(job.glob("wandb/offline-run-*/run-*.wandb"))) == 1
+    runs = [read_records(next(job.glob("wandb/offline-run-*/run-*.wandb"))) for job in jobs]
+    groups = {next(r.run.run_group for r in records if r.WhichOneof("record_type") == "run") for records in runs}
+    assert groups == {tmp_path.name}  # one W&B run per job, grouped by the sweep
+    assert len({run_id(records) for records in runs}) == 2
 
 
 def test_bad_input_exits_non_zero_with_a_clear_message(tmp_path):

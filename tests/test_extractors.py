@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from fsa import hub
 from fsa.extractors import (
     ExtractorError,
     FeatureExtractor,
@@ -27,7 +28,6 @@ from fsa.extractors import (
     TinyExtractor,
     TorchvisionExtractor,
     WeightsUnavailableError,
-    loading,
 )
 from fsa.extractors.base import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN
 
@@ -228,8 +228,8 @@ def test_unreachable_hub_switches_to_offline_mode(monkeypatch: pytest.MonkeyPatc
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(loading, "_endpoint_reachable", lambda endpoint: False)
-    with loading.fail_fast_offline():
+    monkeypatch.setattr(hub, "_endpoint_reachable", lambda endpoint: False)
+    with hub.fail_fast_offline():
         assert constants.HF_HUB_OFFLINE
     assert not constants.HF_HUB_OFFLINE
 

@@ -16,6 +16,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from fsa.diffusion.schedule import NoiseSchedule
 from fsa.errors import WeightsUnavailableError
+from fsa.hub import fail_fast_offline
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +122,13 @@ def load_stable_diffusion(
     path: str = "CompVis/stable-diffusion-v1-4", image_size: int | None = None, revision: str | None = None
 ) -> LatentDiffusion:
     """A diffusers-format Stable Diffusion (hub id or local folder with unet/, vae/, text_encoder/, scheduler/)."""
+    kwargs = {"revision": revision} if revision else {}
     try:
-        kwargs = {"revision": revision} if revision else {}
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kwargs)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs)
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **kwargs)
-        scheduler_config = DDPMScheduler.load_config(path, subfolder="scheduler", **kwargs)
+        with fail_fast_offline():
+            unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kwargs)
+            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs)
+            text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **kwargs)
+            scheduler_config = DDPMScheduler.load_config(path, subfolder="scheduler", **kwargs)
     except (OSError, ValueError) as error:
         raise _missing_weights("the Stable Diffusion model", path, "model.path", error) from error
     schedule = NoiseSchedule.from_scheduler_config(scheduler_config)
@@ -137,8 +139,9 @@ def load_stable_diffusion(
 def load_pixel_diffusion(path: str, subfolder: str | None = None) -> PixelDiffusion:
     """A diffusers UNet2DModel (hub id or local folder) with its scheduler config."""
     try:
-        unet = UNet2DModel.from_pretrained(path, subfolder=subfolder)
-        scheduler_config = _load_scheduler_config(path, subfolder)
+        with fail_fast_offline():
+            unet = UNet2DModel.from_pretrained(path, subfolder=subfolder)
+            scheduler_config = _load_scheduler_config(path, subfolder)
     except (OSError, ValueError) as error:
         raise _missing_weights("the pixel diffusion model", path, "model.path", error) from error
     return PixelDiffusion(unet, NoiseSchedule.from_scheduler_config(scheduler_config), Path(path).name)

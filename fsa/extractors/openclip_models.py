@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from fsa.errors import ExtractorError, WeightsUnavailableError
 from fsa.extractors.base import FeatureExtractor
 from fsa.extractors.layers import close_names
-from fsa.extractors.loading import HOW_TO_PASS, fail_fast_offline, require_file
+from fsa.extractors.loading import HOW_TO_PASS, require_file
+from fsa.hub import fail_fast_offline
 
 log = logging.getLogger("fsa.extractors")
 
