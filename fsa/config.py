@@ -7,6 +7,7 @@ extractor, dataset, sampler) stay `Any`; their arguments are checked against the
 signature by `check_targets`.
 """
 
+import dataclasses
 import importlib
 import inspect
 from dataclasses import dataclass, field
@@ -16,23 +17,20 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from fsa.errors import ConfigError
+from fsa.guidance.feature_guidance import FeatureGuidance
 
 DTYPES = ("float32", "bfloat16", "float16")
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
 
 
-@dataclass
-class GuidanceConfig:
-    _target_: str = "fsa.guidance.feature_guidance.FeatureGuidance"
-    w_g: float = 4.0
-    normalise: bool = True
-    clip_mode: str = "mean"
-    clip_c: float = 3.0
-    direction: str = "descend"
-    post_check: bool = True
-    early_steps: int = 5
-    early_k: int = 1000
-    k: int = 8
+def _schema_of(cls: type, name: str) -> type:
+    """A mutable schema with `_target_` and the typed fields of a (frozen) dataclass: one source of truth."""
+    target = f"{cls.__module__}.{cls.__qualname__}"
+    fields = [(f.name, f.type, field(default=f.default)) for f in dataclasses.fields(cls)]
+    return dataclasses.make_dataclass(name, [("_target_", str, field(default=target)), *fields])
+
+
+GuidanceConfig = _schema_of(FeatureGuidance, "GuidanceConfig")
 
 
 @dataclass
@@ -55,7 +53,7 @@ class PathsConfig:
 class FsaConfig:
     model: Any = None
     sampler: Any = None
-    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # type: ignore[valid-type]
     extractor: Any = None
     dataset: Any = None
     logger: LoggerConfig = field(default_factory=LoggerConfig)
