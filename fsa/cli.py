@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> None:
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    output_dir = Path(hc.runtime.output_dir)
+    output_dir = Path(cfg.paths.output_dir)
     group = Path(hc.sweep.dir).name if multirun else output_dir.name
     name = hc.job.override_dirname or output_dir.name
     try:

@@ -45,8 +45,7 @@ class LoggerConfig:
 
 @dataclass
 class PathsConfig:
-    root_dir: str = "."
-    output_dir: str = "${hydra:runtime.output_dir}"
+    output_dir: str = "${hydra:runtime.output_dir}"  # the one place a run writes to
 
 
 @dataclass

@@ -153,12 +153,13 @@ def run(cfg: DictConfig, output_dir: Path, wandb_group: str | None = None, wandb
     seeds = [cfg.seed + i for i in range(cfg.batch_size)]
     samples: list[dict[str, Any]] = []
     start = time.perf_counter()
+    completed = False
     try:
         for index, target in enumerate(targets):
             folder = output_dir / "images" / f"{index:03d}_{slug(target.name)}"
             table.start_target(target.name, seeds)
             if wandb:
-                wandb.start_target(f"{index:03d}_{slug(target.name)}", len(seeds), index * iterations)
+                wandb.start_target(folder.name, len(seeds), index * iterations)
             if target.image is not None:
                 save_png(target.image * 2 - 1, folder / "target.png")
             target_start = time.perf_counter()
@@ -176,16 +177,13 @@ def run(cfg: DictConfig, output_dir: Path, wandb_group: str | None = None, wandb
             records = _save_results(result, folder, target.name, seeds, extractor, target.feature.to(device), wall)
             samples += records
             if wandb:
-                wandb.log_images(_image_captions(records, output_dir))
-        table.flush()
-    except BaseException:
+                wandb.log_images(_image_captions(records))
+        completed = True
+    finally:
         table.close()
         progress.close()
-        if wandb:
+        if wandb and not completed:
             wandb.finish({"status": "failed"}, exit_code=1)
-        raise
-    table.close()
-    progress.close()
 
     summary = {
         "status": "complete",
@@ -258,7 +256,7 @@ def _save_results(
     return records
 
 
-def _image_captions(records: list[dict[str, Any]], output_dir: Path) -> dict[str, tuple[Path, str]]:
+def _image_captions(records: list[dict[str, Any]]) -> dict[str, tuple[Path, str]]:
     images = {}
     for r in records:
         key = f"{Path(r['best_image']).parent.name}/sample{r['sample']}"
