@@ -21,6 +21,7 @@ from fsa.guidance.feature_guidance import FeatureGuidance
 
 DTYPES = ("float32", "bfloat16", "float16")
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
+BASELINE_NAMES = ("unguided", "printed_sign")
 
 
 def _schema_of(cls: type, name: str) -> type:
@@ -61,6 +62,9 @@ class FsaConfig:
     device: str = "auto"
     dtype: str = "float32"
     batch_size: int = 1
+    targets_per_batch: int = 1
+    baselines: list[str] = field(default_factory=list)
+    oracle: Any = None
     progress: bool = True
 
 
@@ -94,6 +98,11 @@ def validate(cfg: DictConfig) -> None:
     """Value checks that the types alone cannot express, with messages that name the option."""
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.targets_per_batch < 1:
+        raise ConfigError(f"targets_per_batch must be >= 1, got {cfg.targets_per_batch}")
+    unknown = [b for b in cfg.baselines if b not in BASELINE_NAMES]
+    if unknown or len(set(cfg.baselines)) != len(cfg.baselines):
+        raise ConfigError(f"baselines must be distinct names from {BASELINE_NAMES}, got {list(cfg.baselines)}")
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {DTYPES}, got '{cfg.dtype}'")
     if cfg.logger.mode not in LOGGER_MODES:
@@ -101,6 +110,8 @@ def validate(cfg: DictConfig) -> None:
     if cfg.device != "auto" and not str(cfg.device).startswith(("cpu", "cuda", "mps")):
         raise ConfigError(f"device must be auto, cpu, cuda[:N] or mps, got '{cfg.device}'")
     check_targets(cfg)
+    if cfg.get("oracle") is not None:
+        check_targets(cfg, ("oracle",))
 
 
 def resolved_container(cfg: DictConfig) -> dict[str, Any]:

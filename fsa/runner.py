@@ -12,6 +12,8 @@ import resource
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,14 @@ from PIL import Image
 
 import fsa
 from fsa.config import resolved_container, validate
+from fsa.data.targets import Target
+from fsa.diffusion.backbones import DiffusionBackbone
+from fsa.diffusion.samplers import Sampler
 from fsa.errors import FsaError
+from fsa.evaluation import comparison_table, entropy, mean_pairwise_distance, proof_figures, variant_figures
 from fsa.extractors.base import FeatureExtractor
 from fsa.guidance.decoder import DecodeResult, Evaluation, guided_decode
-from fsa.guidance.feature_guidance import squared_distance
+from fsa.guidance.feature_guidance import FeatureGuidance, squared_distance
 from fsa.tracking.local import EvaluationTable, save_png
 from fsa.tracking.progress import Progress
 from fsa.tracking.wandb_logger import WandbLogger
@@ -104,8 +110,35 @@ def _fan_out(listeners: list[Callable[[Evaluation], None]]) -> Callable[[Evaluat
     return callback
 
 
+BASELINES = {
+    # The same sampler, recurrences, targets and seeds: only the guidance differs.
+    "unguided": lambda g: replace(g, w_g=0.0),
+    "printed_sign": lambda g: replace(g, direction="ascend"),  # eps - w_g g, as the paper prints Eq. 3
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated sample: which target, which of its samples, which seed, where its files go."""
+
+    target: Target
+    target_index: int
+    index: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.target_index:03d}_{slug(self.target.name)}/sample{self.index}"
+
+
+def batches(targets: list[Target], samples_per_target: int, targets_per_batch: int, seed: int) -> list[list[Sample]]:
+    """Targets in groups of `targets_per_batch`, each with `samples_per_target` samples seeded seed + i."""
+    groups = [list(enumerate(targets))[i : i + targets_per_batch] for i in range(0, len(targets), targets_per_batch)]
+    return [[Sample(t, j, i, seed + i) for j, t in group for i in range(samples_per_target)] for group in groups]
+
+
 def run(cfg: DictConfig, output_dir: Path, wandb_group: str | None = None, wandb_name: str | None = None) -> dict:
-    """Run the guided decoder for every target of `cfg.dataset`; returns the summary it writes."""
+    """Run the guided decoder for every target of `cfg.dataset` (and each baseline); returns the summary."""
     validate(cfg)  # every value and override key, before any model loads
     sampler = build(cfg.sampler)
     guidance = build(cfg.guidance)
@@ -118,25 +151,29 @@ def run(cfg: DictConfig, output_dir: Path, wandb_group: str | None = None, wandb
 
     extractor: FeatureExtractor = build(cfg.extractor).to(device)
     targets = build(cfg.dataset).load(extractor)  # bad targets fail before the big model loads
+    oracle = build(cfg.oracle) if cfg.get("oracle") else None
     backbone = build(cfg.model).to(device)
     steps = len(sampler.timesteps(backbone.schedule.num_train_timesteps))
     iterations = guidance.total_iterations(steps)
+    plan = batches(targets, cfg.batch_size, cfg.targets_per_batch, cfg.seed)
+    variants = {"guided": guidance} | {name: BASELINES[name](guidance) for name in cfg.baselines}
     log.info(
-        "model %s, extractor %s (%d-d), %d target(s) x %d sample(s), %d timesteps, %d guided iterations each, "
-        "on %s (%s)",
+        "model %s, extractor %s (%d-d), %d target(s) x %d sample(s) in %d batch(es), %d timesteps, "
+        "%d guided iterations each, runs: %s, on %s (%s)",
         backbone.name,
         extractor.name,
         extractor.feature_dim,
         len(targets),
         cfg.batch_size,
+        len(plan),
         steps,
         iterations,
+        ", ".join(variants),
         device,
         cfg.dtype,
     )
 
-    table = EvaluationTable(output_dir / "evaluations.csv")
-    progress = Progress(iterations * len(targets), enabled=cfg.progress)
+    progress = Progress(iterations * len(plan) * len(variants), enabled=cfg.progress)
     wandb = None
     if cfg.logger.mode != "disabled":
         wandb = WandbLogger(
@@ -149,42 +186,37 @@ def run(cfg: DictConfig, output_dir: Path, wandb_group: str | None = None, wandb
             cfg.logger.name or wandb_name,
             list(cfg.logger.tags),
         )
-    listeners: list[Callable[[Evaluation], None]] = [table, progress] + ([wandb] if wandb else [])
-    seeds = [cfg.seed + i for i in range(cfg.batch_size)]
-    samples: list[dict[str, Any]] = []
+    decode = partial(
+        _decode_batches,
+        backbone=backbone,
+        sampler=sampler,
+        extractor=extractor,
+        plan=plan,
+        device=device,
+        dtype=dtype,
+        progress=progress,
+        wandb=wandb,
+        iterations=iterations,
+    )
+    samples: dict[str, list[dict[str, Any]]] = {}
     start = time.perf_counter()
     completed = False
     try:
-        for index, target in enumerate(targets):
-            folder = output_dir / "images" / f"{index:03d}_{slug(target.name)}"
-            table.start_target(target.name, seeds)
-            if wandb:
-                wandb.start_target(folder.name, len(seeds), index * iterations)
-            if target.image is not None:
-                save_png(target.image * 2 - 1, folder / "target.png")
-            target_start = time.perf_counter()
-            result = guided_decode(
-                backbone,
-                sampler,
-                guidance,
-                extractor,
-                target.feature[None].to(device),
-                [torch.Generator().manual_seed(seed) for seed in seeds],
-                dtype=dtype,
-                callback=_fan_out(listeners),
+        for number, (name, variant) in enumerate(variants.items()):
+            folder = output_dir if name == "guided" else output_dir / "baselines" / name
+            samples[name] = decode(
+                variant, folder, prefix="" if name == "guided" else f"{name}/", offset=number * iterations * len(plan)
             )
-            wall = time.perf_counter() - target_start
-            records = _save_results(result, folder, target.name, seeds, extractor, target.feature.to(device), wall)
-            samples += records
-            if wandb:
-                wandb.log_images(_image_captions(records))
         completed = True
     finally:
-        table.close()
         progress.close()
         if wandb and not completed:
             wandb.finish({"status": "failed"}, exit_code=1)
 
+    reference = mean_pairwise_distance(torch.stack([t.feature for t in targets]))
+    for records in samples.values():
+        _judge(records, reference, oracle)
+    figures = {name: variant_figures(records, reference) for name, records in samples.items()}
     summary = {
         "status": "complete",
         "model": backbone.name,
@@ -194,24 +226,26 @@ def run(cfg: DictConfig, output_dir: Path, wandb_group: str | None = None, wandb
         "timesteps": steps,
         "guided_iterations_per_sample": iterations,
         "batch_size": cfg.batch_size,
+        "targets": len(targets),
         "device": str(device),
         "dtype": cfg.dtype,
         "wall_time_s": time.perf_counter() - start,
         "peak_memory_mb": peak_memory_mb(device),
-        "mean_best_distance": sum(s["best_distance"] for s in samples) / len(samples),
-        "mean_final_distance": sum(s["final_distance"] for s in samples) / len(samples),
-        "samples": samples,
+        "reference_distance": reference,  # mean pairwise squared distance among the targets
+        **figures["guided"],
+        "baselines": {name: figures[name] for name in cfg.baselines},
+        "proof": proof_figures(figures),
+        "samples": samples["guided"],
+        "baseline_samples": {name: samples[name] for name in cfg.baselines},
         "environment": environment(),
     }
     write_json(summary, output_dir / "summary.json")  # only a completed run has one
+    log.info("results over %d sample(s) per run:\n%s", len(samples["guided"]), comparison_table(figures))
+    for key, value in summary["proof"].items():
+        log.info("proof: %s = %s", key, value)
     if wandb:
-        wandb.finish({k: v for k, v in summary.items() if k not in ("samples", "environment", "sampler")})
-    log.info(
-        "mean best distance %.6g, mean final distance %.6g over %d sample(s)",
-        summary["mean_best_distance"],
-        summary["mean_final_distance"],
-        len(samples),
-    )
+        skip = ("samples", "baseline_samples", "environment", "sampler")
+        wandb.finish({k: v for k, v in summary.items() if k not in skip})
     log.info("images: %s", output_dir / "images")
     log.info("table: %s; summary: %s", output_dir / "evaluations.csv", output_dir / "summary.json")
     if wandb:
@@ -219,24 +253,75 @@ def run(cfg: DictConfig, output_dir: Path, wandb_group: str | None = None, wandb
     return summary
 
 
+def _decode_batches(
+    guidance: FeatureGuidance,
+    folder: Path,
+    *,
+    prefix: str,
+    offset: int,
+    backbone: DiffusionBackbone,
+    sampler: Sampler,
+    extractor: FeatureExtractor,
+    plan: list[list[Sample]],
+    device: torch.device,
+    dtype: torch.dtype,
+    progress: Progress,
+    wandb: WandbLogger | None,
+    iterations: int,
+) -> list[dict[str, Any]]:
+    """Every batch of the plan under one guidance: outputs into `folder`, W&B metrics under `prefix`."""
+    table = EvaluationTable(folder / "evaluations.csv")
+    listeners: list[Callable[[Evaluation], None]] = [table, progress] + ([wandb] if wandb else [])
+    records: list[dict[str, Any]] = []
+    try:
+        for number, batch in enumerate(plan):
+            table.start_batch([(s.target.name, s.index, s.seed) for s in batch])
+            if wandb:
+                wandb.start_batch([prefix + s.key for s in batch], offset + number * iterations)
+            for s in batch:
+                if s.index == 0 and s.target.image is not None:
+                    save_png(s.target.image * 2 - 1, folder / "images" / Path(s.key).parent / "target.png")
+            started = time.perf_counter()
+            result = guided_decode(
+                backbone,
+                sampler,
+                guidance,
+                extractor,
+                torch.stack([s.target.feature for s in batch]).to(device),
+                [torch.Generator().manual_seed(s.seed) for s in batch],
+                dtype=dtype,
+                callback=_fan_out(listeners),
+            )
+            batch_records = _save_results(
+                result, batch, folder / "images", extractor, device, time.perf_counter() - started
+            )
+            records += batch_records
+            if wandb:
+                wandb.log_images(_image_captions(batch_records, prefix))
+    finally:
+        table.close()
+    return records
+
+
 def _save_results(
     result: DecodeResult,
+    batch: list[Sample],
     folder: Path,
-    target_name: str,
-    seeds: list[int],
     extractor: FeatureExtractor,
-    target: torch.Tensor,
+    device: torch.device,
     wall_time_s: float,
 ) -> list[dict[str, Any]]:
     records = []
-    for i, seed in enumerate(seeds):
-        best_png = save_png(result.best_image[i], folder / f"sample{i}_best.png")
-        final_png = save_png(result.final_image[i], folder / f"sample{i}_final.png")
+    for i, s in enumerate(batch):
+        best_png = save_png(result.best_image[i], folder / f"{s.key}_best.png")
+        final_png = save_png(result.final_image[i], folder / f"{s.key}_final.png")
+        target = s.target.feature.to(device)
         records.append(
             {
-                "target": target_name,
-                "sample": i,
-                "seed": seed,
+                "target": s.target.name,
+                "target_label": s.target.label,
+                "sample": s.index,
+                "seed": s.seed,
                 "best_distance": float(result.best_distance[i]),
                 "best_t": int(result.best_t[i]),
                 "best_k": int(result.best_k[i]),
@@ -248,7 +333,7 @@ def _save_results(
                 "guided_iterations": result.guided_iterations,
                 "network_evaluations": result.unet_evaluations,
                 "feature_evaluations": result.feature_evaluations,
-                "wall_time_s": wall_time_s,
+                "wall_time_s": wall_time_s,  # of the whole batch this sample ran in
                 "best_image": str(best_png),
                 "final_image": str(final_png),
             }
@@ -256,10 +341,20 @@ def _save_results(
     return records
 
 
-def _image_captions(records: list[dict[str, Any]]) -> dict[str, tuple[Path, str]]:
+def _judge(records: list[dict[str, Any]], reference: float | None, oracle: Any) -> None:
+    """Add the calibrated distance and, with an oracle, its verdict on each best image."""
+    for r in records:
+        r["calibrated_best_distance"] = r["best_distance"] / reference if reference else None
+    if oracle is not None and records:
+        probabilities = oracle.judge_files([r["best_image"] for r in records])
+        for r, p, h in zip(records, probabilities, entropy(probabilities), strict=True):
+            r["oracle_class"], r["oracle_confidence"], r["oracle_entropy"] = int(p.argmax()), float(p.max()), float(h)
+
+
+def _image_captions(records: list[dict[str, Any]], prefix: str) -> dict[str, tuple[Path, str]]:
     images = {}
     for r in records:
-        key = f"{Path(r['best_image']).parent.name}/sample{r['sample']}"
+        key = prefix + f"{Path(r['best_image']).parent.name}/sample{r['sample']}"
         images[f"{key}/best_image"] = (
             Path(r["best_image"]),
             f"best d={r['best_distance']:.5g} (t={r['best_t']}, "

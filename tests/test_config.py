@@ -15,13 +15,16 @@ FILLS = {
 }
 
 
+GROUPS = ("model", "sampler", "guidance", "extractor", "dataset", "logger", "debug", "oracle")
+
+
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 @pytest.mark.parametrize(
     "group,name",
-    [(g, n) for g in ("model", "sampler", "guidance", "extractor", "dataset", "logger", "debug") for n in options(g)],
+    [(g, n) for g in GROUPS for n in options(g)],
 )
 def test_every_config_composes_and_names_real_arguments(group, name):
     cfg = compose_config([f"{group}={name}", *FILLS.get(name, [])])

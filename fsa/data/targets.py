@@ -57,6 +57,7 @@ class Target:
     feature: Tensor
     image: Tensor | None
     source: str
+    label: int | None = None  # the class, where the data has one (digits): lets an oracle judge images
 
     def __post_init__(self) -> None:
         if self.feature.ndim != 1:
@@ -108,7 +109,7 @@ def _as_list(values: str | Sequence[str], what: str) -> list[str]:
     return items
 
 
-def _check_limit(limit: int | None) -> int | None:
+def check_limit(limit: int | None) -> int | None:
     if limit is not None and int(limit) < 1:
         raise TargetError(f"limit must be >= 1 or null, got {limit}")
     return None if limit is None else int(limit)
@@ -141,7 +142,9 @@ def _encode_images(extractor: FeatureExtractor, images: list[Image.Image]) -> tu
     return features, shown
 
 
-def _make_target(name: str, feature: Tensor, image: Tensor | None, source: str, transform: TargetTransform) -> Target:
+def _make_target(
+    name: str, feature: Tensor, image: Tensor | None, source: str, transform: TargetTransform, label: int | None = None
+) -> Target:
     """Check the raw feature, then transform it: an error names the target it is about."""
     if not torch.isfinite(feature).all():
         raise TargetError(f"target '{name}' ({source}): feature has NaN or inf values")
@@ -149,18 +152,21 @@ def _make_target(name: str, feature: Tensor, image: Tensor | None, source: str, 
         feature = transform(feature)
     except TargetError as error:
         raise TargetError(f"target '{name}' ({source}): {error}") from error
-    return Target(name=name, feature=feature, image=image, source=source)
+    return Target(name=name, feature=feature, image=image, source=source, label=label)
 
 
-def _image_targets(
+def targets_from_images(
     extractor: FeatureExtractor,
     named: list[tuple[str, str, Image.Image]],
     transform: TargetTransform,
+    labels: Sequence[int | None] | None = None,
 ) -> list[Target]:
+    """One target per (name, source, RGB image), its feature computed as for any actual image."""
     features, shown = _encode_images(extractor, [im for _, _, im in named])
+    labels = labels if labels is not None else [None] * len(named)
     return [
-        _make_target(name, f, im, source, transform)
-        for (name, source, _), f, im in zip(named, features, shown, strict=True)
+        _make_target(name, f, im, source, transform, label)
+        for (name, source, _), f, im, label in zip(named, features, shown, labels, strict=True)
     ]
 
 
@@ -171,7 +177,7 @@ class ImageTargets:
         self, paths: list[str], limit: int | None = None, scale: float = 1.0, norm: float | None = None
     ) -> None:
         self.transform = TargetTransform(scale=scale, norm=norm)
-        self.limit = _check_limit(limit)
+        self.limit = check_limit(limit)
         # Listed now, so a missing path or an empty folder fails before the diffusion model loads.
         self.files = self._expand(_as_list(paths, "image paths"))[: self.limit]
 
@@ -203,7 +209,7 @@ class ImageTargets:
     def load(self, extractor: FeatureExtractor) -> list[Target]:
         """One target per image file, its feature f(image) computed on the extractor's device."""
         named = [(p.stem, str(p), self._read(p)) for p in self.files]
-        return _image_targets(extractor, named, self.transform)
+        return targets_from_images(extractor, named, self.transform)
 
 
 class SkimageTargets:
@@ -217,7 +223,7 @@ class SkimageTargets:
         norm: float | None = None,
     ) -> None:
         self.transform = TargetTransform(scale=scale, norm=norm)
-        self.limit = _check_limit(limit)
+        self.limit = check_limit(limit)
         self.names = _as_list(names, "scikit-image names")[: self.limit]
         unknown = [n for n in self.names if n not in SKIMAGE_PHOTOS]
         if unknown:
@@ -232,7 +238,7 @@ class SkimageTargets:
             source = f"skimage.data.{name}"
             image = Image.fromarray(np.asarray(getattr(skimage.data, name)()))
             named.append((name, source, _to_rgb(image, source)))
-        return _image_targets(extractor, named, self.transform)
+        return targets_from_images(extractor, named, self.transform)
 
 
 class CaptionTargets:
@@ -242,7 +248,7 @@ class CaptionTargets:
         self, captions: list[str], limit: int | None = None, scale: float = 1.0, norm: float | None = None
     ) -> None:
         self.transform = TargetTransform(scale=scale, norm=norm)
-        self.captions = _as_list(captions, "captions (caption targets need at least one)")[: _check_limit(limit)]
+        self.captions = _as_list(captions, "captions (caption targets need at least one)")[: check_limit(limit)]
         if any(not c.strip() for c in self.captions):
             raise TargetError(f"empty caption in {self.captions}")
 
@@ -267,7 +273,7 @@ class FeatureTargets:
 
     def __init__(self, path: str, limit: int | None = None, scale: float = 1.0, norm: float | None = None) -> None:
         self.transform = TargetTransform(scale=scale, norm=norm)
-        self.limit = _check_limit(limit)
+        self.limit = check_limit(limit)
         self.path = Path(str(path)).expanduser()
         if not self.path.is_file():
             raise TargetError(f"feature file '{path}' does not exist")

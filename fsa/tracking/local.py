@@ -46,50 +46,35 @@ class EvaluationTable:
     """Appends one CSV row per sample and evaluation as the run goes (flushed every `flush_every` rows)."""
 
     def __init__(self, path: Path, flush_every: int = 256) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._file: IO[str] = path.open("w", newline="")
         self._writer = csv.writer(self._file)
         self._writer.writerow(TABLE_COLUMNS)
         self._flush_every = flush_every
         self._pending = 0
-        self.target = ""
-        self.seeds: list[int] = []
+        self.samples: list[tuple[str, int, int]] = []
         self._start = time.perf_counter()
 
-    def start_target(self, target: str, seeds: list[int]) -> None:
-        self.target, self.seeds = target, seeds
+    def start_batch(self, samples: list[tuple[str, int, int]]) -> None:
+        """(target name, sample index, seed) of each row of the batch about to be decoded."""
+        self.samples = samples
         self._start = time.perf_counter()
 
     def __call__(self, ev: Evaluation) -> None:
-        elapsed = time.perf_counter() - self._start
+        elapsed = f"{time.perf_counter() - self._start:.3f}"
         stats = ev.stats
-        for i, seed in enumerate(self.seeds):
-            grad = (
-                ("", "", "")
-                if stats is None
-                else (
-                    f"{stats.grad_norm[i].item():.6g}",
-                    f"{stats.normalised_std[i].item():.6g}",
-                    f"{stats.clipped_fraction[i].item():.6g}",
+        for i, (target, sample, seed) in enumerate(self.samples):
+            grad = ("", "", "")
+            if stats is not None:
+                grad = tuple(
+                    f"{v[i].item():.6g}" for v in (stats.grad_norm, stats.normalised_std, stats.clipped_fraction)
                 )
-            )
+            distance, cosine = f"{ev.distance[i].item():.8g}", f"{ev.cosine[i].item():.8g}"
             self._writer.writerow(
-                (
-                    self.target,
-                    i,
-                    seed,
-                    ev.iteration,
-                    ev.step,
-                    ev.t,
-                    ev.k,
-                    ev.phase,
-                    f"{ev.distance[i].item():.8g}",
-                    f"{ev.cosine[i].item():.8g}",
-                    *grad,
-                    f"{elapsed:.3f}",
-                )
+                (target, sample, seed, ev.iteration, ev.step, ev.t, ev.k, ev.phase, distance, cosine, *grad, elapsed)
             )
-        self._pending += len(self.seeds)
+        self._pending += len(self.samples)
         if self._pending >= self._flush_every:
             self.flush()
 

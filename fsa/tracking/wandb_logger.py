@@ -60,13 +60,15 @@ class WandbLogger:
         self.run.define_metric("iteration")
         self.run.define_metric("*", step_metric="iteration")
         self._iteration_offset = 0
-        self._prefix = ""
+        self._keys: list[str] = []
         self._best: list[float] = []
         log.info("W&B run %s (%s mode) in %s", self.run.id, self.mode, self.run.dir)
 
-    def start_target(self, target: str, batch: int, iteration_offset: int) -> None:
-        self._prefix, self._iteration_offset = target, iteration_offset
-        self._best = [float("inf")] * batch
+    def start_batch(self, keys: list[str], iteration_offset: int) -> None:
+        """Metric prefixes of the batch's samples ("<variant>/<nnn>_<target>/sample<i>") and where
+        its iterations start on the run's common iteration axis."""
+        self._keys, self._iteration_offset = keys, iteration_offset
+        self._best = [float("inf")] * len(keys)
 
     def __call__(self, ev: Evaluation) -> None:
         row: dict[str, Any] = {
@@ -74,9 +76,8 @@ class WandbLogger:
             "t": ev.t,
             "k": ev.k + (0.5 if ev.phase == POST else 0.0),
         }
-        for i, (d, c) in enumerate(zip(ev.distance.tolist(), ev.cosine.tolist(), strict=True)):
+        for i, (key, d, c) in enumerate(zip(self._keys, ev.distance.tolist(), ev.cosine.tolist(), strict=True)):
             self._best[i] = min(self._best[i], d)
-            key = f"{self._prefix}/sample{i}"
             row[f"{key}/distance"] = d
             row[f"{key}/cosine"] = c
             row[f"{key}/best_distance"] = self._best[i]
