@@ -19,8 +19,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv and install fsa with its dependencies
 
-run: install  ## the main job: the paper's guidance (DDPM 1000, 12,960 iterations) on the default setup, CPU
-	$(VENV)/bin/fsa device=cpu dataset.limit=1 $(ARGS)
+run: install  ## the main job: guidance on the embedded digits setup, with the proof that it works (CPU, ~1 min)
+	$(VENV)/bin/fsa device=cpu $(ARGS)
 
 test: install  ## the default test suite: CPU only, no downloads
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not gpu and not weights" $(ARGS)

@@ -16,6 +16,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from fsa import ASSETS_DIR
 from fsa.errors import ConfigError
 from fsa.guidance.feature_guidance import FeatureGuidance
 
@@ -69,7 +70,10 @@ class FsaConfig:
 
 
 def register_configs() -> None:
+    """The schema, and `${fsa_asset:digits/ddpm}`: a path inside fsa's shipped weights."""
     ConfigStore.instance().store(name="fsa_schema", node=FsaConfig)
+    if not OmegaConf.has_resolver("fsa_asset"):
+        OmegaConf.register_new_resolver("fsa_asset", lambda relative: str(ASSETS_DIR / relative))
 
 
 def _resolve_target(path: str) -> Any:

@@ -342,13 +342,16 @@ def _save_results(
 
 
 def _judge(records: list[dict[str, Any]], reference: float | None, oracle: Any) -> None:
-    """Add the calibrated distance and, with an oracle, its verdict on each best image."""
+    """Add the calibrated distance and, with an oracle, its verdict on each best and final image."""
     for r in records:
         r["calibrated_best_distance"] = r["best_distance"] / reference if reference else None
-    if oracle is not None and records:
-        probabilities = oracle.judge_files([r["best_image"] for r in records])
+    if oracle is None or not records:
+        return
+    for kind in ("best", "final"):
+        probabilities = oracle.judge_files([r[f"{kind}_image"] for r in records])
         for r, p, h in zip(records, probabilities, entropy(probabilities), strict=True):
-            r["oracle_class"], r["oracle_confidence"], r["oracle_entropy"] = int(p.argmax()), float(p.max()), float(h)
+            r[f"{kind}_oracle_class"], r[f"{kind}_oracle_confidence"] = int(p.argmax()), float(p.max())
+            r[f"{kind}_oracle_entropy"] = float(h)
 
 
 def _image_captions(records: list[dict[str, Any]], prefix: str) -> dict[str, tuple[Path, str]]:

@@ -32,12 +32,25 @@ def test_every_config_composes_and_names_real_arguments(group, name):
     validate(cfg)
 
 
-def test_paper_defaults():
-    cfg = compose_config([])
+def test_paper_guidance_config():
+    cfg = compose_config(["guidance=paper", "sampler=ddpm"])
     assert cfg.guidance.w_g == 4.0 and cfg.guidance.clip_c == 3.0 and cfg.guidance.clip_mode == "mean"
     assert (cfg.guidance.early_steps, cfg.guidance.early_k, cfg.guidance.k) == (5, 1000, 8)
+    assert cfg.guidance.post_check and cfg.guidance.normalise and cfg.guidance.direction == "descend"
     assert cfg.sampler.num_steps is None  # DDPM over all 1000 timesteps
     assert compose_config(["guidance=none"]).guidance.w_g == 0.0
+
+
+def test_defaults_are_the_embedded_digits_setup_with_the_proof():
+    cfg = compose_config([])
+    assert (cfg.model.path.endswith("assets/digits/ddpm"), cfg.extractor.name) == (True, "digits_cnn")
+    assert cfg.dataset._target_.endswith("DigitsTargets") and cfg.oracle is not None
+    assert list(cfg.baselines) == ["unguided", "printed_sign"]
+    quick = cfg.guidance  # the paper's guidance with a short K schedule for DDIM 50
+    paper = compose_config(["guidance=paper"]).guidance
+    assert {k: v for k, v in quick.items() if k not in ("early_k", "k")} == {
+        k: v for k, v in paper.items() if k not in ("early_k", "k")
+    }
 
 
 def test_vit_h14_brings_its_clip_threshold_and_the_command_line_still_wins():

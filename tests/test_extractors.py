@@ -15,7 +15,7 @@ import pytest
 import timm
 import torch
 import torchvision
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -32,12 +32,6 @@ from fsa.extractors import (
 from fsa.extractors.base import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "extractor"
-TARGETS = {
-    "fsa.extractors.openclip_models.OpenCLIPExtractor": OpenCLIPExtractor,
-    "fsa.extractors.torchvision_models.TorchvisionExtractor": TorchvisionExtractor,
-    "fsa.extractors.timm_models.TimmExtractor": TimmExtractor,
-    "fsa.extractors.tiny.TinyExtractor": TinyExtractor,
-}
 TINY_CLIP = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
@@ -288,7 +282,7 @@ def test_config_arguments_match_the_class(path: Path) -> None:
     cfg = OmegaConf.load(path)
     node = cfg.extractor if "extractor" in cfg else cfg
     assert "weights" in node and node.weights is None
-    target = TARGETS[node._target_]
+    target = get_class(node._target_)
     kwargs = {k: v for k, v in node.items() if not str(k).startswith("_")}
     inspect.signature(target).bind(**kwargs)
 

@@ -4,17 +4,15 @@ Trained by `scripts/train_digits_cnn.py` on the digits training split. Generated
 through the same virtual save as the big extractors (0..255, straight-through rounding, mean/std).
 """
 
-from pathlib import Path
-
 import torch
 from torch import Tensor, nn
 
+from fsa import ASSETS_DIR
 from fsa.errors import WeightsUnavailableError
 from fsa.extractors.base import FeatureExtractor
 from fsa.extractors.loading import load_state_dict_file, require_file
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets" / "digits"
-DEFAULT_WEIGHTS = ASSETS / "cnn.safetensors"
+DEFAULT_WEIGHTS = ASSETS_DIR / "digits" / "cnn.safetensors"
 GREY_MEAN, GREY_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
