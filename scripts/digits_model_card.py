@@ -64,37 +64,35 @@ def main() -> None:
     cnn = json.loads((DIGITS / "cnn.json").read_text())
     card = f"""# fsa's embedded digits models
 
-Real, small models that fsa trains itself on data shipped with scikit-learn, so guidance can be
-shown to work on any laptop and in CI. Rebuild them from scratch (deterministic for a seed and
-torch build): `python scripts/train_digits_diffusion.py`, `python scripts/train_digits_cnn.py`,
-then `python scripts/digits_model_card.py` for this card.
+Real, small models that fsa trains itself on data shipped with scikit-learn, so guidance can be shown
+to work on any laptop and in CI. Rebuild them from scratch (deterministic for a seed and torch build):
+`python scripts/train_digits_diffusion.py`, `python scripts/train_digits_cnn.py`, then
+`python scripts/digits_model_card.py` for this card and `samples.png`.
 
 ## Data
-scikit-learn's `load_digits`: 1,797 grey 8x8 images (values 0..16), split once, stratified, seed 0:
-1,437 training and 360 held-out test images. No model trains on the test split; `dataset=digits`
+scikit-learn's `load_digits`: 1,797 grey 8x8 images (values 0..16), split once, stratified, seed 0,
+into 1,437 training and 360 held-out test images. No model trains on the test split; `dataset=digits`
 takes its targets from it. Images are upsampled to 16x16 (bilinear) and scaled to [0, 1].
 
-## `ddpm/`: pixel-space diffusion model (`model=digits`)
-- diffusers `UNet2DModel`, {ddpm["parameters"]:,} parameters, 16x16x1, blocks (32, 64, 64), self-attention
-  at 8 and 4 px; DDPM's standard schedule: 1000 steps, linear betas 1e-4..0.02, epsilon prediction.
-- Trained {ddpm["steps"]:,} steps, batch {ddpm["batch_size"]}, AdamW lr {ddpm["learning_rate"]} (warm-up,
-  cosine decay), EMA {ddpm["ema_decay"]}; final loss {ddpm["final_loss"]:.4f} (mean of the last
-  {ddpm["final_loss_over_steps"]} steps); {ddpm["wall_time_s"] / 60:.0f} min on 2 CPU cores.
-- Unguided samples (DDPM, 1000 steps, seeds 0..{args.samples - 1}), `samples.png`:
-  oracle confidence mean {confidence.mean():.3f} (median {confidence.median():.3f}); share above 0.9:
-  {(confidence > 0.9).float().mean():.2f}; mean oracle entropy {entropy(probabilities).mean():.3f} nats
-  (a uniform guess: {math.log(10):.3f}); oracle classes 0..9: {classes}.
+## `ddpm/`: the pixel-space diffusion model (`model=digits`)
+- Architecture: diffusers `UNet2DModel`, {ddpm["parameters"]:,} parameters, 16x16x1, blocks (32, 64, 64), self-attention at 8 and 4 px.
+- Schedule: DDPM's standard 1000 steps, linear betas 1e-4..0.02, epsilon prediction.
+- Training: {ddpm["steps"]:,} steps, batch {ddpm["batch_size"]}, AdamW lr {ddpm["learning_rate"]} with warm-up and cosine decay, EMA {ddpm["ema_decay"]}.
+- Final loss {ddpm["final_loss"]:.4f} (mean of the last {ddpm["final_loss_over_steps"]} steps); {ddpm["wall_time_s"] / 60:.0f} min on 2 CPU cores.
+- Unguided samples (DDPM, 1000 steps, seeds 0..{args.samples - 1}; `samples.png`), judged by the oracle:
+  - confidence: mean {confidence.mean():.3f}, median {confidence.median():.3f}, share above 0.9: {(confidence > 0.9).float().mean():.2f};
+  - mean entropy {entropy(probabilities).mean():.3f} nats (a uniform guess: {math.log(10):.3f});
+  - classes 0..9: {classes}.
 
 ## `cnn.safetensors`: the classifier under analysis (`extractor=digits_cnn`)
-- Two conv blocks and a 64-d ReLU penultimate layer (the feature f), {cnn["parameters"]:,} parameters;
-  inputs are 8-bit grey images at 16 px, mean/std 0.5, as the virtual save gives them.
-- Trained {cnn["epochs"]} epochs, batch {cnn["batch_size"]}, Adam lr {cnn["learning_rate"]}, +-1 px shifts;
-  final loss {cnn["final_loss"]:.4f}; accuracy train {cnn["train_accuracy"]:.4f}, held-out test
-  {cnn["test_accuracy"]:.4f}.
+- Architecture: two conv blocks and a 64-d ReLU penultimate layer (the feature f), {cnn["parameters"]:,} parameters.
+- Inputs: 8-bit grey images at 16 px, mean/std 0.5, as the virtual save gives them.
+- Training: {cnn["epochs"]} epochs, batch {cnn["batch_size"]}, Adam lr {cnn["learning_rate"]}, +-1 px shifts; final loss {cnn["final_loss"]:.4f}.
+- Accuracy: train {cnn["train_accuracy"]:.4f}, held-out test {cnn["test_accuracy"]:.4f}.
 
 ## The oracle (`oracle=digits`, trained when used, not shipped)
-An RBF-kernel SVM (C = 10) on raw 16x16 pixels of the training split with calibrated probabilities:
-a different model family from both models above, used only to judge generated images.
+An RBF-kernel SVM (C = 10) on the raw 16x16 pixels of the training split, with calibrated probabilities.
+It is a different model family from both models above and is used only to judge generated images.
 Held-out test accuracy {oracle_accuracy:.4f}.
 """
     (DIGITS / "MODEL_CARD.md").write_text(card)

@@ -8,14 +8,15 @@ from omegaconf.errors import ValidationError
 from fsa.config import check_targets, validate
 from fsa.errors import ConfigError
 
-FILLS = {
-    "images": ["dataset.paths=[x.png]"],
-    "caption": ["dataset.captions=[a photo of a dog]"],
-    "feature": ["dataset.path=f.pt"],
+FILLS = {  # mandatory values of some options
+    ("dataset", "images"): ["dataset.paths=[x.png]"],
+    ("dataset", "caption"): ["dataset.captions=[a photo of a dog]"],
+    ("dataset", "feature"): ["dataset.path=f.pt"],
+    ("experiment", "paper"): ["dataset.paths=[x.png]"],
 }
 
 
-GROUPS = ("model", "sampler", "guidance", "extractor", "dataset", "logger", "debug", "oracle")
+GROUPS = ("model", "sampler", "guidance", "extractor", "dataset", "logger", "debug", "oracle", "experiment")
 
 
 def options(group: str) -> list[str]:
@@ -27,7 +28,7 @@ def options(group: str) -> list[str]:
     [(g, n) for g in GROUPS for n in options(g)],
 )
 def test_every_config_composes_and_names_real_arguments(group, name):
-    cfg = compose_config([f"{group}={name}", *FILLS.get(name, [])])
+    cfg = compose_config([f"{group}={name}", *FILLS.get((group, name), [])])
     check_targets(cfg)
     validate(cfg)
 
@@ -56,6 +57,14 @@ def test_defaults_are_the_embedded_digits_setup_with_the_proof():
 def test_vit_h14_brings_its_clip_threshold_and_the_command_line_still_wins():
     assert compose_config(["extractor=vit_h14"]).guidance.clip_c == 2.0
     assert compose_config(["extractor=vit_h14", "guidance.clip_c=3"]).guidance.clip_c == 3.0
+    assert compose_config(["experiment=paper", "extractor=vit_h14", "dataset.paths=[x]"]).guidance.clip_c == 2.0
+
+
+def test_paper_experiment_is_the_papers_setting():
+    cfg = compose_config(["experiment=paper", "extractor=clip_rn50", "dataset.paths=[x.png]"])
+    assert cfg.model.path == "CompVis/stable-diffusion-v1-4" and cfg.sampler.num_steps is None
+    assert (cfg.guidance.w_g, cfg.guidance.early_k, cfg.guidance.k, cfg.guidance.clip_c) == (4.0, 1000, 8, 3.0)
+    assert (cfg.batch_size, cfg.oracle, list(cfg.baselines), cfg.dtype) == (3, None, [], "float32")
 
 
 @pytest.mark.parametrize("override", ["sedd=1", "guidance.w_gg=1", "extractor.layerr=x", "sampler.step=3"])
