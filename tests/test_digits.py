@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from wandb_records import read_records
+from wandb_records import summary as wandb_summary
 
 from fsa import ASSETS_DIR
 from fsa.data.digits import DigitsTargets, as_pil, digits_images
@@ -156,3 +158,13 @@ def test_proof_figures_meet_their_thresholds(proof_run):
     assert len(summary["samples"]) == len(summary["baseline_samples"]["unguided"]) == 20
     for guided, unguided in zip(summary["samples"], summary["baseline_samples"]["unguided"], strict=True):
         assert (guided["target"], guided["seed"]) == (unguided["target"], unguided["seed"])  # same seeds
+    (wandb_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    assert json.loads(wandb_summary(read_records(wandb_file))["proof"]) == proof
+
+
+def test_baseline_outputs_have_their_own_folders(proof_run):
+    out, summary = proof_run
+    for name in ("unguided", "printed_sign"):
+        assert (out / "baselines" / name / "evaluations.csv").is_file()
+        for s in summary["baseline_samples"][name]:
+            assert Path(s["best_image"]).is_file() and str(out / "baselines" / name) in s["best_image"]
