@@ -6,6 +6,7 @@ Each reassembled payload is a serialised `wandb_internal_pb2.Record`.
 """
 
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2 as pb
@@ -15,7 +16,18 @@ FILE_HEADER, CHUNK_HEADER = 7, 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
-def read_records(path: Path) -> list[pb.Record]:
+def read_records(path: Path, wait_s: float = 30.0) -> list[pb.Record]:
+    """All records, once the run's exit record is written: W&B's service process writes the file
+    asynchronously, so right after `finish()` the last records may still be on their way."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = _parse(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _parse(path: Path) -> list[pb.Record]:
     data = path.read_bytes()
     assert data[:4] == b":W&B", "not a W&B datastore file"
     records, pending, pos = [], b"", FILE_HEADER
