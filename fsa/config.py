@@ -66,6 +66,7 @@ class FsaConfig:
     targets_per_batch: int = 1
     baselines: list[str] = field(default_factory=list)
     oracle: Any = None
+    record_gradients: int = 0
     progress: bool = True
 
 
@@ -102,6 +103,8 @@ def validate(cfg: DictConfig) -> None:
     """Value checks that the types alone cannot express, with messages that name the option."""
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.record_gradients < 0:
+        raise ConfigError(f"record_gradients must be >= 0, got {cfg.record_gradients}")
     if cfg.targets_per_batch < 1:
         raise ConfigError(f"targets_per_batch must be >= 1, got {cfg.targets_per_batch}")
     unknown = [b for b in cfg.baselines if b not in BASELINE_NAMES]

@@ -33,7 +33,7 @@ from fsa.evaluation import comparison_table, entropy, mean_pairwise_distance, pr
 from fsa.extractors.base import FeatureExtractor
 from fsa.guidance.decoder import DecodeResult, Evaluation, guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance, squared_distance
-from fsa.tracking.local import EvaluationTable, save_png
+from fsa.tracking.local import EvaluationTable, GradientRecorder, save_png
 from fsa.tracking.progress import Progress
 from fsa.tracking.wandb_logger import WandbLogger
 
@@ -138,7 +138,21 @@ def batches(targets: list[Target], samples_per_target: int, targets_per_batch: i
 
 
 def run(cfg: DictConfig, output_dir: Path, wandb_group: str | None = None, wandb_name: str | None = None) -> dict:
-    """Run the guided decoder for every target of `cfg.dataset` (and each baseline); returns the summary."""
+    """Run the guided decoder for every target of `cfg.dataset` (and each baseline); returns the summary.
+
+    A failed run leaves `failure.json` (what went wrong) and no `summary.json`.
+    """
+    try:
+        return _run(cfg, output_dir, wandb_group, wandb_name)
+    except Exception as error:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(
+            {"status": "failed", "error": type(error).__name__, "message": str(error)}, output_dir / "failure.json"
+        )
+        raise
+
+
+def _run(cfg: DictConfig, output_dir: Path, wandb_group: str | None, wandb_name: str | None) -> dict:
     validate(cfg)  # every value and override key, before any model loads
     sampler = build(cfg.sampler)
     guidance = build(cfg.guidance)
@@ -205,7 +219,11 @@ def run(cfg: DictConfig, output_dir: Path, wandb_group: str | None = None, wandb
         for number, (name, variant) in enumerate(variants.items()):
             folder = output_dir if name == "guided" else output_dir / "baselines" / name
             samples[name] = decode(
-                variant, folder, prefix="" if name == "guided" else f"{name}/", offset=number * iterations * len(plan)
+                variant,
+                folder,
+                prefix="" if name == "guided" else f"{name}/",
+                offset=number * iterations * len(plan),
+                record_gradients=cfg.record_gradients if name == "guided" else 0,
             )
         completed = True
     finally:
@@ -268,14 +286,18 @@ def _decode_batches(
     progress: Progress,
     wandb: WandbLogger | None,
     iterations: int,
+    record_gradients: int = 0,
 ) -> list[dict[str, Any]]:
     """Every batch of the plan under one guidance: outputs into `folder`, W&B metrics under `prefix`."""
     table = EvaluationTable(folder / "evaluations.csv")
-    listeners: list[Callable[[Evaluation], None]] = [table, progress] + ([wandb] if wandb else [])
+    recorder = GradientRecorder(record_gradients) if record_gradients and guidance.enabled else None
+    listeners: list[Callable[[Evaluation], None]] = [table, progress] + [x for x in (wandb, recorder) if x]
     records: list[dict[str, Any]] = []
     try:
         for number, batch in enumerate(plan):
             table.start_batch([(s.target.name, s.index, s.seed) for s in batch])
+            if recorder:
+                recorder.start_batch([s.key for s in batch])
             if wandb:
                 wandb.start_batch([prefix + s.key for s in batch], offset + number * iterations)
             for s in batch:
@@ -300,6 +322,8 @@ def _decode_batches(
                 wandb.log_images(_image_captions(batch_records, prefix))
     finally:
         table.close()
+    if recorder:
+        recorder.save(folder / "gradients.pt", guidance.clip_c, guidance.clip_mode)
     return records
 
 

@@ -12,11 +12,20 @@ FILLS = {  # mandatory values of some options
     ("dataset", "images"): ["dataset.paths=[x.png]"],
     ("dataset", "caption"): ["dataset.captions=[a photo of a dog]"],
     ("dataset", "feature"): ["dataset.path=f.pt"],
-    ("experiment", "paper"): ["dataset.paths=[x.png]"],
 }
 
 
-GROUPS = ("model", "sampler", "guidance", "extractor", "dataset", "logger", "debug", "oracle", "experiment")
+GROUPS = (
+    "model",
+    "sampler",
+    "guidance",
+    "extractor",
+    "dataset",
+    "logger",
+    "debug",
+    "oracle",
+    "smoke",
+)  # experiment/: test_experiments.py
 
 
 def options(group: str) -> list[str]:

@@ -212,6 +212,30 @@ class ImageTargets:
         return targets_from_images(extractor, named, self.transform)
 
 
+class Paper15Targets(ImageTargets):
+    """The paper's 15 actual images, from a local folder (they are not bundled: see the download script).
+
+    Only the friendlier failure differs from `ImageTargets(paths=[root])`: a missing or empty
+    folder most likely means the images were never downloaded, so the error says how to get them.
+    """
+
+    def __init__(
+        self, root: str = "data/paper15", limit: int | None = None, scale: float = 1.0, norm: float | None = None
+    ) -> None:
+        folder = Path(str(root)).expanduser()
+        # Hydra keeps the working directory (hydra.job.chdir=false): relative means relative to where fsa runs.
+        self.root = folder if folder.is_absolute() else Path.cwd() / folder
+        if not self.root.is_dir() or not any(
+            p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in self.root.iterdir()
+        ):
+            state = "has no image files" if self.root.is_dir() else "does not exist"
+            raise TargetError(
+                f"paper15 image folder '{self.root}' {state}: run `python scripts/download_paper15.py` "
+                "to fetch the paper's 15 images, or pass dataset.root=/path/to/images"
+            )
+        super().__init__(paths=[str(self.root)], limit=limit, scale=scale, norm=norm)
+
+
 class SkimageTargets:
     """Targets from photographs bundled with scikit-image: real images that need no download."""
 

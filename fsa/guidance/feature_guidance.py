@@ -68,11 +68,13 @@ def clip_gradient(g_hat: Tensor, c: float, mode: str = "mean") -> tuple[Tensor, 
 
 @dataclass(frozen=True)
 class GuidanceStats:
-    """Per-sample gradient statistics of one guided iteration (B,) each."""
+    """Per-sample gradient statistics of one guided iteration: (B,) each, and the normalised
+    gradient before clipping (B, C, H, W), whose value distribution is the paper's Fig. 2."""
 
     grad_norm: Tensor
     normalised_std: Tensor
     clipped_fraction: Tensor
+    normalised: Tensor
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,8 @@ class FeatureGuidance:
             g_hat, grad_norm = normalise_gradient(grad, eps.float())
         else:
             g_hat, grad_norm = grad, _per_sample(grad).norm(dim=1)
-        normalised_std = _per_sample(g_hat).std(dim=1)
+        normalised, normalised_std = g_hat, _per_sample(g_hat).std(dim=1)
         g_hat, clipped_fraction = clip_gradient(g_hat, self.clip_c, self.clip_mode)
         sign = 1.0 if self.direction == "descend" else -1.0
         eps_guided = eps + sign * self.w_g * g_hat.to(eps.dtype)
-        return eps_guided, GuidanceStats(grad_norm, normalised_std, clipped_fraction)
+        return eps_guided, GuidanceStats(grad_norm, normalised_std, clipped_fraction, normalised)

@@ -84,3 +84,39 @@ class EvaluationTable:
 
     def close(self) -> None:
         self._file.close()
+
+
+class GradientRecorder:
+    """Keeps the normalised gradient g_hat (before clipping) at the first recurrence (k = 0) of the
+    first `steps` visited timesteps, for the paper's Fig. 2; saved as `gradients.pt`."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.t: list[int] = []
+        self._batches: list[list[Tensor]] = []  # per batch, one (B, C, H, W) tensor per recorded step
+        self.samples: list[str] = []
+
+    def start_batch(self, samples: list[str]) -> None:
+        self.samples += samples
+        self._batches.append([])
+
+    def __call__(self, ev: Evaluation) -> None:
+        if ev.stats is None or ev.k != 0 or ev.step >= self.steps:
+            return
+        if len(self._batches) == 1:
+            self.t.append(ev.t)
+        self._batches[-1].append(ev.stats.normalised.detach().float().cpu())
+
+    def save(self, path: Path, clip_c: float, clip_mode: str) -> None:
+        if not self._batches or not self._batches[0]:
+            return
+        values = torch.cat([torch.stack(batch) for batch in self._batches], dim=1)  # (steps, B, C, H, W)
+        record = {
+            "step": list(range(len(self.t))),
+            "t": self.t,
+            "values": values,
+            "samples": self.samples,
+            "clip_c": clip_c,
+            "clip_mode": clip_mode,
+        }
+        torch.save(record, path)
