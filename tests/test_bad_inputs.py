@@ -1,5 +1,6 @@
 """Bad input: a clear error, no summary.json (no half-written success), and notes for fixable input."""
 
+import json
 import logging
 
 import numpy as np
@@ -19,9 +20,12 @@ def run_with(overrides, tmp_path):
 
 
 def fails(overrides, tmp_path, error=FsaError, match=None):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as raised:
         run_with(overrides, tmp_path)
     assert not (tmp_path / "summary.json").exists()
+    failure = json.loads((tmp_path / "failure.json").read_text())  # why, for the report and the user
+    assert (failure["status"], failure["error"]) == ("failed", type(raised.value).__name__)
+    assert failure["message"] == str(raised.value)
 
 
 def test_missing_image(tmp_path):
