@@ -41,7 +41,7 @@ def test_preset_has_the_papers_settings(name):
 def test_preset_runs_at_smoke_scale_on_the_embedded_setup(name):
     cfg = compose_config([f"experiment={name}", "smoke=digits"])
     validate(cfg)
-    assert cfg.extractor.name == "digits_cnn" and cfg.sampler.num_steps == 10
+    assert cfg.extractor.name == "digits_cnn" and cfg.sampler.num_steps == 20
 
 
 @pytest.mark.parametrize("name", sorted(SWEEPS))

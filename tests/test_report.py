@@ -1,0 +1,394 @@
+"""`fsa-report` on hand-built run folders (and, marked slow, on a real smoke multirun)."""
+
+import contextlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from wandb_records import history_rows, read_records
+
+from fsa.report import (
+    as_number,
+    clip_lines,
+    main,
+    parse_overrides,
+    spearman,
+    swept_keys,
+    trend_sentence,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = ("0_test24", "1_test16")
+SAMPLES = 2
+W_G = (0.5, 1.0, 2.0)
+
+
+def best_distance(w_g: float, target: int, sample: int) -> float:
+    """A synthetic sweep whose best distance falls as w_g grows (every sample, every target)."""
+    return 100.0 / w_g + 3.0 * target + sample
+
+
+def write_png(path: Path, value: int, size: int = 16) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.full((size, size, 3), value, dtype=np.uint8)
+    pixels[size // 4 : size // 2, size // 4 : size // 2] = 255 - value
+    Image.fromarray(pixels).save(path)
+
+
+def write_hydra(run: Path, overrides: list[str]) -> None:
+    (run / ".hydra").mkdir(parents=True, exist_ok=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (run / ".hydra" / "hydra.yaml").write_text("hydra: {}\n")
+    (run / "config_resolved.yaml").write_text("seed: 0\nguidance:\n  w_g: 4.0\nlogger:\n  project: fsa-test\n")
+
+
+def write_evaluations(folder: Path, best: dict[tuple[str, int], float], iterations: int = 6) -> None:
+    """Pre and post rows per iteration whose minimum is the sample's best distance."""
+    rows = []
+    for (target, sample), low in best.items():
+        for it in range(iterations):
+            pre = low + (iterations - 1 - it) * 10.0
+            for phase, distance in (("pre", pre), ("post", pre + 1.0)):
+                rows.append(
+                    (target, sample, sample, it, it, 900 - 100 * it, 0, phase, distance, 0.9, 1.0, 1.0, 0.01, 0.1)
+                )
+    columns = (
+        "target,sample,seed,iteration,step,t,k,phase,distance,cosine,grad_norm,grad_std,clipped_fraction,elapsed_s"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=columns.split(",")).to_csv(folder / "evaluations.csv", index=False)
+
+
+def sample_records(folder: Path, best: dict[tuple[str, int], float], reference: float) -> list[dict]:
+    """summary.json's per-sample records, with the images they point to written."""
+    records = []
+    for number, target in enumerate(TARGETS):
+        write_png(folder / "images" / f"{number:03d}_{target}" / "target.png", 40 * number)
+        for sample in range(SAMPLES):
+            d = best[(target, sample)]
+            image = folder / "images" / f"{number:03d}_{target}"
+            write_png(image / f"sample{sample}_best.png", 100 + sample)
+            write_png(image / f"sample{sample}_final.png", 150 + sample)
+            records.append(
+                {
+                    "target": target,
+                    "target_label": number,
+                    "sample": sample,
+                    "seed": sample,
+                    "best_distance": d,
+                    "best_t": 300,
+                    "best_k": 0,
+                    "best_phase": "pre",
+                    "final_distance": d * 2,
+                    "best_png_distance": d + 0.5,
+                    "final_png_distance": d * 2 + 0.5,
+                    "calibrated_best_distance": d / reference,
+                    "best_image": str(image / f"sample{sample}_best.png"),
+                    "final_image": str(image / f"sample{sample}_final.png"),
+                }
+            )
+    return records
+
+
+def make_run(root: Path, number: int, w_g: float, baselines: bool = False) -> Path:
+    """A complete job folder of a w_g sweep: overrides, table, images and summary.json."""
+    run = root / f"{number}_guidance.w_g={w_g:g},smoke=digits"
+    write_hydra(run, [f"guidance.w_g={w_g:g}", "smoke=digits"])
+    best = {(t, s): best_distance(w_g, i, s) for i, t in enumerate(TARGETS) for s in range(SAMPLES)}
+    write_evaluations(run, best)
+    reference = 1000.0
+    summary = {
+        "status": "complete",
+        "reference_distance": reference,
+        "mean_best_distance": float(np.mean(list(best.values()))),
+        "samples": sample_records(run, best, reference),
+        "baselines": {},
+        "baseline_samples": {},
+        "proof": {},
+    }
+    if baselines:
+        for name, factor in (("unguided", 5.0), ("printed_sign", 20.0)):
+            worse = {key: value * factor for key, value in best.items()}
+            folder = run / "baselines" / name
+            write_evaluations(folder, worse)
+            summary["baselines"][name] = {"mean_best_distance": float(np.mean(list(worse.values())))}
+            summary["baseline_samples"][name] = sample_records(folder, worse, reference)
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+@pytest.fixture(scope="module")
+def multirun(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three complete w_g jobs (the first with baselines and gradients), one incomplete, one failed.
+    Built once per module: the tests only read it (each report goes to its own --out)."""
+    root = tmp_path_factory.mktemp("multirun") / "sweep-2026"
+    root.mkdir()
+    first = make_run(root, 0, W_G[0], baselines=True)
+    for number, w_g in enumerate(W_G[1:], start=1):
+        make_run(root, number, w_g)
+    incomplete = root / "3_guidance.w_g=4,smoke=digits"
+    write_hydra(incomplete, ["guidance.w_g=4", "smoke=digits"])
+    write_evaluations(incomplete, {(TARGETS[0], 0): 50.0}, iterations=3)  # killed mid-run
+    failed = root / "4_guidance.w_g=8,smoke=digits"
+    write_hydra(failed, ["guidance.w_g=8", "smoke=digits"])
+    (failed / "failure.json").write_text(json.dumps({"error": "OutOfMemoryError", "message": "CUDA out of memory"}))
+    torch.save(
+        {
+            "step": [0, 1, 2],
+            "t": [900, 800, 700],
+            "values": torch.randn(3, SAMPLES, 3, 8, 8, generator=torch.Generator().manual_seed(0)),
+            "samples": [f"000_{TARGETS[0]}/sample{i}" for i in range(SAMPLES)],
+            "clip_c": 3.0,
+            "clip_mode": "mean",
+        },
+        first / "gradients.pt",
+    )
+    return root
+
+
+def report(folder: Path, *args: str, out: Path | None = None) -> Path:
+    out = out or folder / "report"
+    assert main([str(folder), "--out", str(out), *args]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def multirun_report(multirun: Path) -> tuple[Path, str]:
+    """The default report of the shared multirun, written once: (out folder, what it printed)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        out = report(multirun)
+    return out, printed.getvalue()
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file(), path
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 0 and image.height > 0
+
+
+def test_runs_csv_has_one_row_per_run_target_sample_with_the_summary_values(multirun, multirun_report):
+    out, _ = multirun_report
+    runs = pd.read_csv(out / "runs.csv")
+    complete = runs[runs["status"] == "complete"]
+    guided = complete[complete["variant"] == "guided"]
+    assert len(guided) == len(W_G) * len(TARGETS) * SAMPLES
+    assert not guided.duplicated(["run", "target", "sample"]).any()
+    for run_dir in sorted(multirun.glob("[0-2]_*")):
+        summary = json.loads((run_dir / "summary.json").read_text())
+        for record in summary["samples"]:
+            row = guided[
+                (guided["run"] == run_dir.name)
+                & (guided["target"] == record["target"])
+                & (guided["sample"] == record["sample"])
+            ]
+            assert len(row) == 1
+            for column in ("seed", "best_distance", "final_distance", "best_png_distance", "calibrated_best_distance"):
+                assert row[column].item() == pytest.approx(record[column])
+            assert "guidance.w_g=" in row["overrides"].item()
+    assert (out / "runs.md").read_text().count("\n") == len(runs) + 2
+
+
+def test_baselines_get_their_own_variant_rows(multirun, multirun_report):
+    runs = pd.read_csv(multirun_report[0] / "runs.csv")
+    first = runs[runs["run"].str.startswith("0_")]
+    assert first.groupby("variant").size().to_dict() == {
+        v: len(TARGETS) * SAMPLES for v in ("guided", "printed_sign", "unguided")
+    }
+    summary = json.loads((next(multirun.glob("0_*")) / "summary.json").read_text())
+    unguided = first[first["variant"] == "unguided"].sort_values(["target", "sample"])
+    expected = sorted(summary["baseline_samples"]["unguided"], key=lambda r: (r["target"], r["sample"]))
+    assert unguided["best_distance"].tolist() == pytest.approx([r["best_distance"] for r in expected])
+
+
+def test_failed_and_incomplete_runs_are_listed_not_dropped(multirun_report):
+    out, printed = multirun_report
+    runs = pd.read_csv(out / "runs.csv")
+    incomplete = runs[runs["run"].str.startswith("3_")]
+    failed = runs[runs["run"].str.startswith("4_")]
+    assert incomplete["status"].tolist() == ["incomplete"]
+    assert failed["status"].tolist() == ["failed"]
+    assert failed["message"].item() == "OutOfMemoryError: CUDA out of memory"
+    assert "OutOfMemoryError" in (out / "runs.md").read_text()
+    assert "3 complete, 1 failed, 1 incomplete" in printed and "CUDA out of memory" in printed
+
+
+def test_sweep_groups_by_swept_value_with_the_right_means(multirun_report):
+    out, _ = multirun_report
+    sweep = pd.read_csv(out / "sweep.csv", dtype={"value": str})
+    assert set(sweep["key"]) == {"guidance.w_g"}  # smoke=digits is the same in every run
+    guided = sweep[sweep["variant"] == "guided"].set_index("value")
+    assert list(guided.index) == ["0.5", "1", "2", "4", "8"]  # numeric order, failed values kept
+    for w_g in W_G:
+        values = [best_distance(w_g, i, s) for i in range(len(TARGETS)) for s in range(SAMPLES)]
+        row = guided.loc[f"{w_g:g}"]
+        assert row["count"] == len(values)
+        assert row["best_distance_mean"] == pytest.approx(np.mean(values))
+        assert row["best_distance_std"] == pytest.approx(np.std(values, ddof=1))
+        assert row["calibrated_best_distance_mean"] == pytest.approx(np.mean(values) / 1000.0)
+    assert guided.loc["8", "count"] == 0 and guided.loc["8", "runs"] == 1 and guided.loc["8", "complete_runs"] == 0
+    unguided = sweep[(sweep["variant"] == "unguided")].set_index("value")
+    assert list(unguided.index) == ["0.5"]
+    assert "±" in (out / "sweep.md").read_text()
+
+
+def test_trend_sentence_follows_the_measured_sign():
+    x = [1, 2, 3, 4, 5, 6]
+    falling, rising, flat = [9, 7, 6, 4, 2, 1], [1, 2, 4, 5, 7, 9], [3, 1, 4, 1, 5, 3]
+    assert spearman(x, falling) == pytest.approx(-1.0)
+    assert spearman(x, rising) == pytest.approx(1.0)
+    assert abs(spearman(x, flat)) < 0.3
+    assert trend_sentence("k", spearman(x, falling), 6).startswith("best distance falls as k grows")
+    assert trend_sentence("k", spearman(x, rising), 6).startswith("best distance grows as k grows")
+    assert trend_sentence("k", spearman(x, flat), 6).startswith("no clear trend")
+    assert "Spearman rho = -1.00, n = 6" in trend_sentence("k", -1.0, 6)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+    assert "too few" in trend_sentence("k", math.nan, 3)
+
+
+def test_trend_is_computed_from_the_runs(multirun_report):
+    out, printed = multirun_report
+    n = len(W_G) * len(TARGETS) * SAMPLES
+    assert "best distance falls as guidance.w_g grows" in (out / "trends.md").read_text()
+    assert f"n = {n})" in (out / "trends.md").read_text()
+    assert "best distance falls as guidance.w_g grows" in printed
+
+
+def test_a_rising_sweep_reads_as_rising(tmp_path):
+    root = tmp_path / "rising"
+    root.mkdir()
+    for number, w_g in enumerate(W_G):
+        run = make_run(root, number, w_g)
+        summary = json.loads((run / "summary.json").read_text())
+        for record in summary["samples"]:
+            record["best_distance"] = 1000.0 / record["best_distance"]  # flip the order
+        (run / "summary.json").write_text(json.dumps(summary))
+    assert "best distance grows as guidance.w_g grows" in (report(root) / "trends.md").read_text()
+
+
+def test_figures_exist_and_are_valid_pngs(multirun_report):
+    out, _ = multirun_report
+    assert_png(out / "boxplot_guidance.w_g.png")
+    for number, w_g in enumerate(W_G):
+        assert_png(out / f"grid_{number}_guidance.w_g={w_g:g}.png")
+        assert_png(out / f"curves_{number}_guidance.w_g={w_g:g}.png")
+    assert_png(out / "grid_0_guidance.w_g=0.5__unguided.png")
+    assert_png(out / "curves_3_guidance.w_g=4.png")  # an incomplete run's table is drawn too
+    assert not list(out.glob("grid_3_*")) and not list(out.glob("grid_4_*"))  # no images to show
+    assert [p.name for p in out.glob("gradients_*.png")] == ["gradients_0_guidance.w_g=0.5.png"]
+    assert_png(out / "gradients_0_guidance.w_g=0.5.png")
+
+
+def test_grid_upscales_small_images(multirun_report):
+    out, _ = multirun_report
+    with Image.open(out / "grid_1_guidance.w_g=1.png") as image:
+        # 2 targets x (actual + 2 samples x final/best): far larger than the 16 px inputs
+        assert image.width > 5 * 100 and image.height > 2 * 100
+
+
+@pytest.mark.parametrize("mode", ["mean", "zero", "off"])
+def test_gradient_histograms_for_every_clip_mode(tmp_path, mode):
+    run = make_run(tmp_path, 0, 1.0)
+    values = torch.randn(2, 1, 1, 16, 16, generator=torch.Generator().manual_seed(1)) + 0.5
+    torch.save(
+        {"step": [0, 1], "t": [999, 998], "values": values, "samples": ["x/sample0"], "clip_c": 2.0, "clip_mode": mode},
+        run / "gradients.pt",
+    )
+    out = report(run)
+    assert_png(out / f"gradients_{run.name.replace(',', '_')}.png")
+    flat = values[0, 0].numpy().ravel()
+    lines = clip_lines(flat, 2.0, mode)
+    std = float(np.std(flat.astype(np.float64), ddof=1))
+    if mode == "mean":
+        mean = float(flat.mean())
+        assert lines == pytest.approx([mean, mean - 2 * std, mean + 2 * std])
+    elif mode == "zero":
+        assert lines == pytest.approx([-2 * std, 2 * std])
+    else:
+        assert lines == []
+
+
+def test_a_single_run_folder_has_no_sweep(tmp_path):
+    run = make_run(tmp_path, 0, 1.0)
+    out = report(run)
+    assert len(pd.read_csv(out / "runs.csv")) == len(TARGETS) * SAMPLES
+    assert not (out / "sweep.csv").exists() and not (out / "trends.md").exists()
+    assert (run / "report" / "grid_0_guidance.w_g=1_smoke=digits.png").exists()
+
+
+def test_wandb_offline_creates_one_report_run_in_the_out_folder(multirun, tmp_path):
+    out = report(multirun, "--wandb", "offline", out=tmp_path / "wandb-report")
+    stores = list(out.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(stores) == 1
+    records = read_records(stores[0])
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert run.job_type == "report" and run.run_group == multirun.name and run.project == "fsa-test"
+    logged = {key for row in history_rows(records) for key in row}
+    logged_names = {"/".join(key.split("/")[:2]) if key.startswith("figures/") else key.split("/")[0] for key in logged}
+    assert {"runs", "sweep", "trends", "figures/boxplot_guidance.w_g"} <= logged_names
+
+
+def test_no_runs_returns_1(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 1
+    assert "no runs" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing")]) == 1
+
+
+def test_overrides_parsing_and_swept_keys(multirun):
+    from fsa.report import find_runs, load_run
+
+    assert parse_overrides(["a.b=1", "+c=x", "~d=", "flag"]) == {"a.b": "1", "c": "x", "d": ""}
+    assert as_number("0.5") == 0.5 and as_number("vit_h14") is None and as_number(True) is None
+    runs = [load_run(p) for p in find_runs(multirun)]
+    assert [r.name[0] for r in runs] == ["0", "1", "2", "3", "4"]
+    assert swept_keys(runs) == ["guidance.w_g"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "experiment,key,jobs", [("appb_wg", "guidance.w_g", 5), ("appc_early_steps", "guidance.early_steps", 2)]
+)
+def test_report_of_a_real_smoke_multirun(tmp_path, experiment, key, jobs):
+    sweep = tmp_path / experiment
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    command = ["-m", f"experiment={experiment}", "smoke=digits", f"hydra.sweep.dir={sweep}", "logger.mode=disabled"]
+    result = subprocess.run(
+        [sys.executable, "-m", "fsa", *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report_run = subprocess.run(
+        [sys.executable, "-m", "fsa.report", str(sweep)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert report_run.returncode == 0, report_run.stderr[-2000:]
+    out = sweep / "report"
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs["run"].nunique() == jobs and set(runs["status"]) == {"complete"}
+    # Every row holds the values of its run's own summary.json; the sweep table their means.
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
+    assert len(summaries) == jobs and len(runs) == sum(len(s["samples"]) for s in summaries.values())
+    for row in runs.itertuples():
+        sample = next(
+            s for s in summaries[row.run]["samples"] if (s["target"], s["sample"]) == (row.target, row.sample)
+        )
+        assert row.best_distance == pytest.approx(sample["best_distance"])
+        assert row.final_distance == pytest.approx(sample["final_distance"])
+    table = pd.read_csv(out / "sweep.csv")
+    assert len(table[table["key"] == key]) == jobs
+    assert_png(out / f"boxplot_{key}.png")
+    trends = (out / "trends.md").read_text()
+    assert key in trends and "Spearman rho" in trends
+    assert "Spearman rho" in report_run.stdout
+    assert len(list(out.glob("grid_*.png"))) == jobs
