@@ -1,15 +1,21 @@
 """Compose the project's real configs (never a parallel test config), as Hydra's runtime would."""
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from torch import nn
 
 from fsa.config import register_configs
+from fsa.extractors.base import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
 
 
 def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
@@ -25,3 +31,21 @@ def compose_config(overrides: list[str], output_dir: Path | None = None) -> Dict
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def load_script(name: str) -> ModuleType:
+    """A script of scripts/ as a module (they are programs, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TinyImageExtractor(FeatureExtractor):
+    """A random conv + average pool (features of size `dim`, no text tower): enough to turn images into targets."""
+
+    def __init__(self, size: int = 16, dim: int = 8) -> None:
+        super().__init__("tiny", size, IMAGENET_MEAN, IMAGENET_STD)
+        torch.manual_seed(0)
+        self.network = nn.Sequential(nn.Conv2d(3, dim, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.freeze()

@@ -1,12 +1,12 @@
 """The embedded digits setup: data split, targets, CNN, oracle, training scripts, and the proof."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_script
 from wandb_records import read_records
 from wandb_records import summary as wandb_summary
 
@@ -16,15 +16,6 @@ from fsa.data.targets import TargetError
 from fsa.diffusion.backbones import load_pixel_diffusion
 from fsa.evaluation import DigitsOracle, entropy, mean_pairwise_distance
 from fsa.extractors.digits_cnn import DigitsCNNExtractor
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +68,15 @@ def test_mean_pairwise_distance():
 
 
 def test_training_scripts_produce_loadable_checkpoints(tmp_path):
-    ddpm = script("train_digits_diffusion").train(
+    ddpm = load_script("train_digits_diffusion").train(
         steps=2, batch_size=8, lr=1e-3, ema_decay=0.9, seed=0, out=tmp_path / "ddpm", log_every=1
     )
     model = load_pixel_diffusion(str(tmp_path / "ddpm"), subfolder="unet")
     assert model.latent_shape == (1, 16, 16) and model.schedule.num_train_timesteps == 1000
     assert ddpm["steps"] == 2 and math.isfinite(ddpm["final_loss"])
-    cnn = script("train_digits_cnn").train(epochs=1, batch_size=256, lr=1e-3, seed=0, out=tmp_path / "cnn.safetensors")
+    cnn = load_script("train_digits_cnn").train(
+        epochs=1, batch_size=256, lr=1e-3, seed=0, out=tmp_path / "cnn.safetensors"
+    )
     extractor = DigitsCNNExtractor(weights=str(tmp_path / "cnn.safetensors"))
     assert extractor.feature_dim == 64 and 0 <= cnn["test_accuracy"] <= 1
     assert json.loads((tmp_path / "cnn.json").read_text())["epochs"] == 1

@@ -1,6 +1,5 @@
 """The paper's 15 images: the downloader (a local folder stands in for GitHub) and `dataset=paper15`."""
 
-import importlib.util
 import inspect
 import os
 import subprocess
@@ -9,14 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TinyImageExtractor, load_script
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
-from torch import nn
 
 from fsa.data import ImageTargets, Paper15Targets, TargetError
-from fsa.extractors.base import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "download_paper15.py"
@@ -27,24 +25,11 @@ DIM = 8
 REFUSED = "http://127.0.0.1:9/"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("download_paper15", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+dl = load_script("download_paper15")
 
 
-dl = _load_script()
-
-
-class TinyExtractor(FeatureExtractor):
-    """A random conv + average pool: features of size DIM, enough to turn images into targets."""
-
-    def __init__(self) -> None:
-        super().__init__("tiny", SIZE, IMAGENET_MEAN, IMAGENET_STD)
-        torch.manual_seed(0)
-        self.network = nn.Sequential(nn.Conv2d(3, DIM, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.freeze()
+def TinyExtractor() -> TinyImageExtractor:
+    return TinyImageExtractor(SIZE, DIM)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TinyImageExtractor
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
@@ -30,14 +31,9 @@ SIZE = 16
 DIM = 8
 
 
-class TinyExtractor(FeatureExtractor):
-    """A random conv + average pool: features of size DIM, no text tower."""
-
+class TinyExtractor(TinyImageExtractor):
     def __init__(self) -> None:
-        super().__init__("tiny", SIZE, IMAGENET_MEAN, IMAGENET_STD)
-        torch.manual_seed(0)
-        self.network = nn.Sequential(nn.Conv2d(3, DIM, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.freeze()
+        super().__init__(SIZE, DIM)
 
 
 class TinyTextExtractor(TinyExtractor):
