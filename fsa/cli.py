@@ -29,10 +29,16 @@ def main(cfg: DictConfig) -> None:
     name = hc.job.override_dirname or output_dir.name
     try:
         run(cfg, output_dir, wandb_group=group, wandb_name=name)
-    except FsaError as error:
-        # A clear message and a non-zero exit, not a traceback, for input the user can fix.
-        log.error("%s: %s", type(error).__name__, error)
-        sys.exit(2)
+    except Exception as error:
+        # The job's folder already holds failure.json. In a sweep, one failed job (a bad target, out
+        # of memory) must not stop or spoil the others: log it and let the sweep go on.
+        if multirun:
+            log.exception("job %s failed (see %s); the sweep goes on", hc.job.num, output_dir / "failure.json")
+            return
+        if isinstance(error, FsaError):  # input the user can fix: a clear message and exit 2, no traceback
+            log.error("%s: %s", type(error).__name__, error)
+            sys.exit(2)
+        raise
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from wandb_records import read_records, run_id
 
 pytestmark = pytest.mark.slow
@@ -51,3 +53,32 @@ def test_bad_input_exits_non_zero_with_a_clear_message(tmp_path):
 def test_typo_in_an_override_is_an_error():
     result = fsa("debug=tiny", "guidance.w_gg=3")
     assert result.returncode != 0 and "w_gg" in result.stderr
+
+
+def test_a_failed_job_does_not_stop_or_spoil_the_sweep(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((20, 20, 3), 200, dtype=np.uint8)).save(good)
+    paths = f"[{tmp_path}/missing.png],[{good}],[{good}]"
+    result = fsa("-m", "debug=tiny", "dataset=images", f"dataset.paths={paths}", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert result.returncode == 0, result.stderr
+    jobs = sorted((tmp_path / "sweep").glob("[0-9]*"))
+    assert [p.name for p in jobs] == [
+        "0_dataset=images,debug=tiny",
+        "1_dataset=images,debug=tiny",
+        "2_dataset=images,debug=tiny",
+    ]
+    failure = json.loads((jobs[0] / "failure.json").read_text())
+    assert failure["error"] == "TargetError" and "missing.png" in failure["message"]
+    assert not (jobs[0] / "summary.json").exists()
+    for job in jobs[1:]:
+        assert json.loads((job / "summary.json").read_text())["status"] == "complete"
+        assert not (job / "failure.json").exists()
+    report = subprocess.run(
+        [sys.executable, "-m", "fsa.report", str(tmp_path / "sweep")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr
+    assert "2 complete, 1 failed" in report.stdout
