@@ -127,3 +127,26 @@ def test_frozen_networks_get_no_parameter_gradients(setup):
     backbone, extractor, _ = setup
     decode(setup, [0])
     assert all(p.grad is None and not p.requires_grad for p in [*backbone.parameters(), *extractor.parameters()])
+
+
+def test_resuming_from_any_iteration_ends_exactly_as_an_uninterrupted_run(setup):
+    backbone, extractor, target = setup
+    sampler = DDIMSampler(4, eta=0.5)
+    whole = decode(setup, [3, 4], sampler=sampler)
+    for stop_after in (1, 4, 7):  # inside the early recurrences, at a step boundary, late
+        states = []
+
+        def keep(snapshot, states=states):
+            states.append(snapshot())
+
+        decode(setup, [3, 4], sampler=sampler, on_iteration=keep)
+        state = states[stop_after - 1]
+        fresh = [torch.Generator().manual_seed(s) for s in (3, 4)]  # as a new process would build them
+        resumed = guided_decode(backbone, sampler, SHORT, extractor, target, fresh, resume=state)
+        assert torch.equal(resumed.final_image, whole.final_image)
+        assert torch.equal(resumed.best_image, whole.best_image)
+        assert torch.equal(resumed.best_distance, whole.best_distance)
+        assert (resumed.guided_iterations, resumed.feature_evaluations) == (
+            whole.guided_iterations,
+            whole.feature_evaluations,
+        )

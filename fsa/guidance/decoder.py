@@ -7,6 +7,7 @@ See `shared/reference/algorithm.md` for each step; the comments name the paper's
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -57,6 +58,21 @@ class DecodeResult:
     feature_evaluations: int
 
 
+@dataclass
+class DecodeState:
+    """Where the reverse process stands between two guided iterations: enough to continue it exactly.
+
+    `step` and `k` name the next iteration; `generators` are the per-sample generator states.
+    """
+
+    step: int
+    k: int
+    z: Tensor
+    counts: dict[str, int]
+    best: dict[str, Any]
+    generators: list[Tensor]
+
+
 class _Best:
     """The best image so far per sample: the minimum over every evaluation (pre and post)."""
 
@@ -80,6 +96,14 @@ class _Best:
             self.phase[i] = phase
         return improved
 
+    def state(self) -> dict[str, Any]:
+        return {"distance": self.distance, "t": self.t, "k": self.k, "phase": list(self.phase), "image": self.image}
+
+    def load(self, state: dict[str, Any], device: torch.device) -> None:
+        self.distance, self.t, self.k = state["distance"], state["t"], state["k"]
+        self.phase = list(state["phase"])
+        self.image = None if state["image"] is None else state["image"].to(device)
+
 
 def initial_noise(generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device) -> Tensor:
     """N(0, I) of shape (B, *shape), one generator per sample, drawn on the CPU.
@@ -100,6 +124,8 @@ def guided_decode(
     *,
     dtype: torch.dtype = torch.float32,
     callback: Callable[[Evaluation], None] | None = None,
+    resume: DecodeState | None = None,
+    on_iteration: Callable[[Callable[[], DecodeState]], None] | None = None,
 ) -> DecodeResult:
     """Generate len(generators) images whose features approach `target` (B, D) or (1, D).
 
@@ -108,6 +134,10 @@ def guided_decode(
       l = ||f(x_hat) - f_s||^2 (Eq. 2) and g = dl/dz_t through UNet, VAE decoder and f (line 8);
       g_hat = clip(normalise(g)) (line 9); eps' = eps + w_g g_hat (Eq. 3, line 10);
       z_{t-1} from eps' (Eq. 4, line 11); unless k is the last, z_t re-noised from z_{t-1} (Eq. 5).
+
+    After every iteration, `on_iteration(snapshot)` may call `snapshot()` for a `DecodeState`; passing
+    that state back as `resume` (with the same generators, models and target) continues the run so
+    that it ends exactly as an uninterrupted one.
     """
     device = target.device
     batch = len(generators)
@@ -151,12 +181,27 @@ def guided_decode(
                 )
             )
 
-    z = initial_noise(generators, backbone.latent_shape, device)
+    if resume is None:
+        z, start_step, start_k = initial_noise(generators, backbone.latent_shape, device), 0, 0
+    else:
+        z, start_step, start_k = resume.z.to(device), resume.step, resume.k
+        counts.update(resume.counts)
+        best.load(resume.best, device)
+        for generator, generator_state in zip(generators, resume.generators, strict=True):
+            generator.set_state(generator_state)
+
+    def snapshot(step: int, k: int) -> Callable[[], DecodeState]:
+        return lambda: DecodeState(
+            step, k, z.detach().cpu(), dict(counts), best.state(), [g.get_state() for g in generators]
+        )
+
     for step, t in enumerate(timesteps):
+        if step < start_step:
+            continue
         t_prev = timesteps[step + 1] if step + 1 < len(timesteps) else -1
         abar_t, abar_prev = schedule.abar(t), schedule.abar(t_prev)
         recurrences = guidance.recurrences(step)
-        for k in range(recurrences):
+        for k in range(start_k if step == start_step else 0, recurrences):
             counts["unet"] += 1
             if guidance.enabled:
                 z_in = z.detach().requires_grad_()
@@ -192,6 +237,8 @@ def guided_decode(
             else:
                 z = z_prev
             counts["iterations"] += 1
+            if on_iteration is not None:
+                on_iteration(snapshot(step, k + 1) if k + 1 < recurrences else snapshot(step + 1, 0))
 
     with torch.no_grad():
         with autocast:
