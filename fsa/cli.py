@@ -20,15 +20,20 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from fsa.runner import run  # heavy imports after Hydra has parsed the command line
+    from fsa.runner import Interrupted, run  # heavy imports after Hydra has parsed the command line
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    output_dir = Path(cfg.paths.output_dir)
+    # resume=<folder> continues that run (its checkpoint); otherwise the job's own folder, which
+    # also resumes when it holds a checkpoint (a requeued Slurm job reruns in the same folder).
+    output_dir = Path(cfg.resume) if cfg.resume else Path(cfg.paths.output_dir)
     group = Path(hc.sweep.dir).name if multirun else output_dir.name
     name = hc.job.override_dirname or output_dir.name
     try:
         run(cfg, output_dir, wandb_group=group, wandb_name=name)
+    except Interrupted as stop:  # checkpointed on SIGTERM / SIGUSR1: stop the whole sweep, ask for a requeue
+        log.warning("%s", stop)
+        sys.exit(Interrupted.exit_code)
     except Exception as error:
         # The job's folder already holds failure.json. In a sweep, one failed job (a bad target, out
         # of memory) must not stop or spoil the others: log it and let the sweep go on.

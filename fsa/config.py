@@ -67,6 +67,8 @@ class FsaConfig:
     baselines: list[str] = field(default_factory=list)
     oracle: Any = None
     record_gradients: int = 0
+    checkpoint_every: int = 500
+    resume: str | None = None
     progress: bool = True
 
 
@@ -103,6 +105,8 @@ def validate(cfg: DictConfig) -> None:
     """Value checks that the types alone cannot express, with messages that name the option."""
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.checkpoint_every < 0:
+        raise ConfigError(f"checkpoint_every must be >= 0 (0: only on SIGTERM/SIGUSR1), got {cfg.checkpoint_every}")
     if cfg.record_gradients < 0:
         raise ConfigError(f"record_gradients must be >= 0, got {cfg.record_gradients}")
     if cfg.targets_per_batch < 1:

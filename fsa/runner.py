@@ -9,11 +9,12 @@ import os
 import platform
 import re
 import resource
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ from fsa.diffusion.samplers import Sampler
 from fsa.errors import FsaError
 from fsa.evaluation import comparison_table, entropy, mean_pairwise_distance, proof_figures, variant_figures
 from fsa.extractors.base import FeatureExtractor
-from fsa.guidance.decoder import DecodeResult, Evaluation, guided_decode
+from fsa.guidance.decoder import DecodeResult, DecodeState, Evaluation, guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance, squared_distance
+from fsa.tracking.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fsa.tracking.local import EvaluationTable, GradientRecorder, save_png
 from fsa.tracking.progress import Progress
 from fsa.tracking.wandb_logger import WandbLogger
@@ -144,6 +146,8 @@ def run(cfg: DictConfig, output_dir: Path, wandb_group: str | None = None, wandb
     """
     try:
         return _run(cfg, output_dir, wandb_group, wandb_name)
+    except Interrupted:
+        raise  # not a failure: the checkpoint is there to resume from
     except Exception as error:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(
@@ -187,7 +191,13 @@ def _run(cfg: DictConfig, output_dir: Path, wandb_group: str | None, wandb_name:
         cfg.dtype,
     )
 
-    progress = Progress(iterations * len(plan) * len(variants), enabled=cfg.progress)
+    checkpoints = Checkpoints(output_dir / "checkpoint.pt", cfg.checkpoint_every, comparable(config))
+    saved = checkpoints.saved()
+    if saved:
+        log.info("resuming from %s: run %d, batch %d", checkpoints.path, saved["variant"], saved["batch"])
+    progress = Progress(
+        iterations * len(plan) * len(variants), enabled=cfg.progress, done=saved["progress"] if saved else 0
+    )
     wandb = None
     if cfg.logger.mode != "disabled":
         wandb = WandbLogger(
@@ -199,37 +209,27 @@ def _run(cfg: DictConfig, output_dir: Path, wandb_group: str | None, wandb_name:
             cfg.logger.group or wandb_group,
             cfg.logger.name or wandb_name,
             list(cfg.logger.tags),
+            run_id=saved["wandb_id"] if saved else None,
         )
-    decode = partial(
-        _decode_batches,
-        backbone=backbone,
-        sampler=sampler,
-        extractor=extractor,
-        plan=plan,
-        device=device,
-        dtype=dtype,
-        progress=progress,
-        wandb=wandb,
-        iterations=iterations,
-    )
-    samples: dict[str, list[dict[str, Any]]] = {}
+    job = _Job(backbone, sampler, extractor, plan, device, dtype, progress, wandb, iterations, checkpoints)
+    samples: dict[str, list[dict[str, Any]]] = dict(saved["records"]) if saved else {}
     start = time.perf_counter()
     completed = False
     try:
-        for number, (name, variant) in enumerate(variants.items()):
-            folder = output_dir if name == "guided" else output_dir / "baselines" / name
-            samples[name] = decode(
-                variant,
-                folder,
-                prefix="" if name == "guided" else f"{name}/",
-                offset=number * iterations * len(plan),
-                record_gradients=cfg.record_gradients if name == "guided" else 0,
-            )
+        with checkpoints:
+            for number, (name, variant) in enumerate(variants.items()):
+                if saved and number < saved["variant"]:
+                    continue  # finished before the checkpoint: its records came with it
+                folder = output_dir if name == "guided" else output_dir / "baselines" / name
+                resume = saved if saved and number == saved["variant"] else None
+                samples[name] = job.decode_variant(
+                    number, name, variant, folder, samples, resume, cfg.record_gradients if name == "guided" else 0
+                )
         completed = True
     finally:
         progress.close()
         if wandb and not completed:
-            wandb.finish({"status": "failed"}, exit_code=1)
+            wandb.finish({"status": "interrupted"}, exit_code=1)
 
     reference = mean_pairwise_distance(torch.stack([t.feature for t in targets]))
     for records in samples.values():
@@ -258,6 +258,7 @@ def _run(cfg: DictConfig, output_dir: Path, wandb_group: str | None, wandb_name:
         "environment": environment(),
     }
     write_json(summary, output_dir / "summary.json")  # only a completed run has one
+    checkpoints.path.unlink(missing_ok=True)
     log.info("results over %d sample(s) per run:\n%s", len(samples["guided"]), comparison_table(figures))
     for key, value in summary["proof"].items():
         log.info("proof: %s = %s", key, value)
@@ -271,60 +272,159 @@ def _run(cfg: DictConfig, output_dir: Path, wandb_group: str | None, wandb_name:
     return summary
 
 
-def _decode_batches(
-    guidance: FeatureGuidance,
-    folder: Path,
-    *,
-    prefix: str,
-    offset: int,
-    backbone: DiffusionBackbone,
-    sampler: Sampler,
-    extractor: FeatureExtractor,
-    plan: list[list[Sample]],
-    device: torch.device,
-    dtype: torch.dtype,
-    progress: Progress,
-    wandb: WandbLogger | None,
-    iterations: int,
-    record_gradients: int = 0,
-) -> list[dict[str, Any]]:
-    """Every batch of the plan under one guidance: outputs into `folder`, W&B metrics under `prefix`."""
-    table = EvaluationTable(folder / "evaluations.csv")
-    recorder = GradientRecorder(record_gradients) if record_gradients and guidance.enabled else None
-    listeners: list[Callable[[Evaluation], None]] = [table, progress] + [x for x in (wandb, recorder) if x]
-    records: list[dict[str, Any]] = []
-    try:
-        for number, batch in enumerate(plan):
-            table.start_batch([(s.target.name, s.index, s.seed) for s in batch])
-            if recorder:
-                recorder.start_batch([s.key for s in batch])
-            if wandb:
-                wandb.start_batch([prefix + s.key for s in batch], offset + number * iterations)
-            for s in batch:
-                if s.index == 0 and s.target.image is not None:
-                    save_png(s.target.image * 2 - 1, folder / "images" / Path(s.key).parent / "target.png")
-            started = time.perf_counter()
-            result = guided_decode(
-                backbone,
-                sampler,
-                guidance,
-                extractor,
-                torch.stack([s.target.feature for s in batch]).to(device),
-                [torch.Generator().manual_seed(s.seed) for s in batch],
-                dtype=dtype,
-                callback=_fan_out(listeners),
+class Interrupted(FsaError):
+    """SIGTERM or SIGUSR1 arrived: a checkpoint was saved; rerunning the same command resumes."""
+
+    exit_code = 3  # what a launcher or a Slurm script takes as "requeue me"
+
+
+class Checkpoints:
+    """When to checkpoint: every `every` guided iterations, and at once when SIGTERM or SIGUSR1
+    arrives (a Slurm preemption or time limit); the signal only sets a flag, acted on between
+    iterations, so a checkpoint is always a consistent state."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self, path: Path, every: int, config: dict[str, Any]) -> None:
+        self.path, self.every, self.config = path, every, config
+        self.count = 0
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "Checkpoints":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        log.warning("received %s: checkpointing after this iteration", signal.Signals(signum).name)
+        self.signal = signum
+
+    def saved(self) -> dict[str, Any] | None:
+        """The last checkpoint in the run folder, if any, once checked to belong to this config."""
+        if not self.path.exists():
+            return None
+        data = load_checkpoint(self.path)
+        if data["config"] != self.config:
+            raise CheckpointError(
+                f"checkpoint '{self.path}' was written by a run with another config; rerun with the same "
+                "overrides, or use a new run folder"
             )
-            batch_records = _save_results(
-                result, batch, folder / "images", extractor, device, time.perf_counter() - started
+        return data
+
+    def after_iteration(self, state: Callable[[], dict[str, Any]]) -> None:
+        self.count += 1
+        if self.signal is None and not (self.every and self.count % self.every == 0):
+            return
+        save_checkpoint({"config": self.config, **state()}, self.path)
+        if self.signal is not None:
+            raise Interrupted(
+                f"stopped by {signal.Signals(self.signal).name}; checkpoint saved in {self.path}: "
+                "rerun the same command in the same folder (or pass resume=<folder>) to continue"
             )
-            records += batch_records
-            if wandb:
-                wandb.log_images(_image_captions(batch_records, prefix))
-    finally:
-        table.close()
-    if recorder:
-        recorder.save(folder / "gradients.pt", guidance.clip_c, guidance.clip_mode)
-    return records
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of the config a checkpoint must agree with to be resumed (not paths or logging)."""
+    return {k: v for k, v in config.items() if k not in ("paths", "resume", "progress", "logger", "checkpoint_every")}
+
+
+@dataclass
+class _Job:
+    """The models and listeners shared by every run variant (guided and baselines) of one job."""
+
+    backbone: DiffusionBackbone
+    sampler: Sampler
+    extractor: FeatureExtractor
+    plan: list[list[Sample]]
+    device: torch.device
+    dtype: torch.dtype
+    progress: Progress
+    wandb: WandbLogger | None
+    iterations: int
+    checkpoints: Checkpoints
+
+    def decode_variant(
+        self,
+        number: int,
+        name: str,
+        guidance: FeatureGuidance,
+        folder: Path,
+        finished: dict[str, list[dict[str, Any]]],
+        resume: dict[str, Any] | None,
+        record_gradients: int,
+    ) -> list[dict[str, Any]]:
+        """Every batch of the plan under one guidance: outputs into `folder`, W&B metrics under
+        `<name>/` (none for the guided run), continuing from `resume` (a checkpoint) if given."""
+        prefix = "" if name == "guided" else f"{name}/"
+        table = EvaluationTable(folder / "evaluations.csv", resume_at=resume["table"] if resume else None)
+        recorder = GradientRecorder(record_gradients) if record_gradients and guidance.enabled else None
+        if recorder and resume and resume.get("gradients"):
+            vars(recorder).update(resume["gradients"])
+        listeners: list[Callable[[Evaluation], None]] = [table, self.progress]
+        listeners += [x for x in (self.wandb, recorder) if x]
+        records: list[dict[str, Any]] = list(resume["records"].get(name, [])) if resume else []
+        first = resume["batch"] if resume else 0
+        try:
+            for batch_number, batch in enumerate(self.plan):
+                if batch_number < first:
+                    continue
+                table.start_batch([(s.target.name, s.index, s.seed) for s in batch])
+                if recorder and not (resume and batch_number == first):
+                    recorder.start_batch([s.key for s in batch])
+                if self.wandb:
+                    self.wandb.start_batch(
+                        [prefix + s.key for s in batch], (number * len(self.plan) + batch_number) * self.iterations
+                    )
+                for s in batch:
+                    if s.index == 0 and s.target.image is not None:
+                        save_png(s.target.image * 2 - 1, folder / "images" / Path(s.key).parent / "target.png")
+
+                def state(snapshot: Callable[[], DecodeState], batch_number: int = batch_number) -> dict[str, Any]:
+                    return {
+                        "variant": number,
+                        "batch": batch_number,
+                        "decode": vars(snapshot()),
+                        "records": {**finished, name: records},
+                        "table": table.offset(),
+                        "gradients": vars(recorder) if recorder else None,
+                        "progress": self.progress.done,
+                        "wandb_id": self.wandb.run.id if self.wandb else None,
+                    }
+
+                started = time.perf_counter()
+                decode_state = DecodeState(**resume["decode"]) if resume and batch_number == first else None
+                result = guided_decode(
+                    self.backbone,
+                    self.sampler,
+                    guidance,
+                    self.extractor,
+                    torch.stack([s.target.feature for s in batch]).to(self.device),
+                    [torch.Generator().manual_seed(s.seed) for s in batch],
+                    dtype=self.dtype,
+                    callback=_fan_out(listeners),
+                    resume=decode_state,
+                    on_iteration=lambda snapshot, state=state: self.checkpoints.after_iteration(
+                        lambda: state(snapshot)
+                    ),
+                )
+                batch_records = _save_results(
+                    result, batch, folder / "images", self.extractor, self.device, time.perf_counter() - started
+                )
+                records.extend(batch_records)
+                if self.wandb:
+                    self.wandb.log_images(_image_captions(batch_records, prefix))
+        finally:
+            table.close()
+        if recorder:
+            recorder.save(folder / "gradients.pt", guidance.clip_c, guidance.clip_mode)
+        return records
 
 
 def _save_results(

@@ -45,12 +45,20 @@ def save_png(image: Tensor, path: Path) -> Path:
 class EvaluationTable:
     """Appends one CSV row per sample and evaluation as the run goes (flushed every `flush_every` rows)."""
 
-    def __init__(self, path: Path, flush_every: int = 256) -> None:
+    def __init__(self, path: Path, flush_every: int = 256, resume_at: int | None = None) -> None:
+        """A new table, or with `resume_at` (a byte offset from `offset()`) the same table cut back to
+        that point and continued: the rows of a resumed run then follow on exactly."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file: IO[str] = path.open("w", newline="")
+        if resume_at is None:
+            self._file: IO[str] = path.open("w", newline="")
+        else:
+            self._file = path.open("r+", newline="")
+            self._file.truncate(resume_at)
+            self._file.seek(resume_at)
         self._writer = csv.writer(self._file)
-        self._writer.writerow(TABLE_COLUMNS)
+        if resume_at is None:
+            self._writer.writerow(TABLE_COLUMNS)
         self._flush_every = flush_every
         self._pending = 0
         self.samples: list[tuple[str, int, int]] = []
@@ -81,6 +89,11 @@ class EvaluationTable:
     def flush(self) -> None:
         self._file.flush()
         self._pending = 0
+
+    def offset(self) -> int:
+        """Bytes written so far (everything flushed): where a resumed run continues the table."""
+        self.flush()
+        return self._file.tell()
 
     def close(self) -> None:
         self._file.close()

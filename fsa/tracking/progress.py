@@ -14,13 +14,15 @@ log = logging.getLogger("fsa")
 class Progress:
     """Counts guided iterations over the whole run (all targets); listens to evaluations."""
 
-    def __init__(self, total: int, enabled: bool = True, line_every_s: float = 30.0) -> None:
+    def __init__(self, total: int, enabled: bool = True, line_every_s: float = 30.0, done: int = 0) -> None:
+        """`done`: iterations finished before a resume, so the bar and the ETA pick up where they were."""
         self.total = total
         self.enabled = enabled
         self.best = float("inf")
-        self.done = 0
+        self.done = done
         self._tty = sys.stderr.isatty()
-        self._bar = tqdm(total=total, unit="it", dynamic_ncols=True) if enabled and self._tty else None
+        self._bar = tqdm(total=total, initial=done, unit="it", dynamic_ncols=True) if enabled and self._tty else None
+        self._done_at_start = done
         self._start = self._last_line = time.perf_counter()
         self._line_every_s = line_every_s
 
@@ -35,7 +37,7 @@ class Progress:
         elif self.enabled and (time.perf_counter() - self._last_line >= self._line_every_s or self.done == self.total):
             self._last_line = time.perf_counter()
             elapsed = self._last_line - self._start
-            eta = elapsed / self.done * (self.total - self.done)
+            eta = elapsed / max(self.done - self._done_at_start, 1) * (self.total - self.done)
             log.info(
                 "iteration %d/%d (%.0f%%) t=%d k=%d best distance %.4g, elapsed %.0fs, ETA %.0fs",
                 self.done,

@@ -41,7 +41,9 @@ class WandbLogger:
         group: str | None,
         name: str | None,
         tags: list[str],
+        run_id: str | None = None,
     ) -> None:
+        """`run_id`: continue that W&B run (a resumed fsa run) instead of starting a new one."""
         import wandb
 
         self.mode = resolve_mode(mode)
@@ -56,6 +58,8 @@ class WandbLogger:
             dir=str(run_dir),
             mode=self.mode,
             reinit="finish_previous",
+            id=run_id,
+            resume="allow" if run_id else None,
         )
         self.run.define_metric("iteration")
         self.run.define_metric("*", step_metric="iteration")

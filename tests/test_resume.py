@@ -1,0 +1,135 @@
+"""Checkpoint and resume: a killed run continues to exactly the uninterrupted result."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fsa.tracking.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+# Embedded digits, 2 targets x 2 samples, 220 guided iterations per variant (seconds here), a
+# checkpoint every 5, with a baseline so that a kill can land in either run variant.
+RUN = [
+    "smoke=digits",
+    "experiment=appc_early_steps",
+    "dataset.limit=2",
+    "baselines=[unguided]",
+    "guidance.early_k=20",
+    "guidance.k=10",
+    "checkpoint_every=5",
+    "logger.mode=offline",
+    "progress=false",
+    "device=cpu",
+]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+
+
+def start(folder: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fsa", *RUN, f"hydra.run.dir={folder}", *extra],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def outputs(folder: Path) -> dict:
+    """Everything a run produces that must not depend on an interruption (elapsed time aside)."""
+    tables = {p.relative_to(folder): pd.read_csv(p).drop(columns="elapsed_s") for p in folder.rglob("evaluations.csv")}
+    images = {p.relative_to(folder): Image.open(p).tobytes() for p in folder.rglob("*.png") if "wandb" not in p.parts}
+    summary = pd.read_json(folder / "summary.json", typ="series")
+    return {"tables": tables, "images": images, "samples": summary["samples"], "baseline": summary["baseline_samples"]}
+
+
+def same(a: dict, b: dict) -> None:
+    assert a["tables"].keys() == b["tables"].keys() and a["images"] == b["images"]
+    for key in a["tables"]:
+        pd.testing.assert_frame_equal(a["tables"][key], b["tables"][key])
+    drop = ("wall_time_s", "best_image", "final_image")
+    strip = lambda samples: [{k: v for k, v in s.items() if k not in drop} for s in samples]  # noqa: E731
+    assert strip(a["samples"]) == strip(b["samples"])
+    assert {k: strip(v) for k, v in a["baseline"].items()} == {k: strip(v) for k, v in b["baseline"].items()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("whole")
+    process = start(folder)
+    assert process.wait(timeout=600) == 0, process.stdout.read()
+    return outputs(folder)
+
+
+def wait_for_checkpoint(folder: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not (folder / "checkpoint.pt").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_checkpoint_then_resume_gives_identical_outputs(tmp_path, uninterrupted):
+    folder = tmp_path / "run"
+    process = start(folder)
+    wait_for_checkpoint(folder, process)
+    time.sleep(random.Random(0).uniform(0.0, 1.0))  # somewhere after the first checkpoint
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (folder / "summary.json").exists()
+    resumed = start(folder)  # the same command in the same folder
+    assert resumed.wait(timeout=600) == 0, resumed.stdout.read()
+    assert "resuming from" in resumed.stdout.read()
+    same(outputs(folder), uninterrupted)
+    assert not (folder / "checkpoint.pt").exists()  # a completed run keeps no checkpoint
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_exits_for_requeue_then_resume_option_continues(tmp_path, uninterrupted):
+    folder = tmp_path / "run"
+    process = start(folder)
+    wait_for_checkpoint(folder, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 3  # the requeue exit code
+    log = process.stdout.read()
+    assert "SIGTERM" in log and "checkpoint saved" in log
+    assert load_checkpoint(folder / "checkpoint.pt")["config"]
+    assert not (folder / "failure.json").exists() and not (folder / "summary.json").exists()
+    resumed = start(tmp_path / "other", f"resume={folder}")
+    assert resumed.wait(timeout=600) == 0, resumed.stdout.read()
+    same(outputs(folder), uninterrupted)
+
+
+def test_corrupted_or_truncated_checkpoint_is_reported_not_loaded(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"config": {"a": 1}, "step": 3}, path)
+    assert load_checkpoint(path)["step"] == 3
+    blob = path.read_bytes()
+    path.write_bytes(blob[:-10])
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(path)
+    path.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(path)
+    path.write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="not an fsa checkpoint"):
+        load_checkpoint(path)
+
+
+def test_a_run_refuses_a_bad_checkpoint_in_its_folder(tmp_path):
+    from helpers import compose_config
+
+    from fsa.runner import run
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"FSACKPT1" + b"\0" * 40)
+    with pytest.raises(CheckpointError, match="corrupted"):
+        run(compose_config(["debug=tiny", "logger.mode=disabled"], tmp_path), tmp_path)
+    assert (tmp_path / "failure.json").exists() and not (tmp_path / "summary.json").exists()
