@@ -279,11 +279,13 @@ class Interrupted(FsaError):
 
 
 class Checkpoints:
-    """When to checkpoint: every `every` guided iterations, and at once when SIGTERM or SIGUSR1
-    arrives (a Slurm preemption or time limit); the signal only sets a flag, acted on between
-    iterations, so a checkpoint is always a consistent state."""
+    """When to checkpoint: every `every` guided iterations, and when SIGTERM, SIGUSR1 or SIGUSR2 arrives
+    (Slurm preemption or time limit). The handler only notes the signal; the checkpoint is written
+    at the next iteration boundary, so it is always a consistent state. Then a handler that was
+    there before fsa's (submitit's SIGUSR2 handler, which requeues the job) gets the signal, and
+    the run stops with `Interrupted`."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
     def __init__(self, path: Path, every: int, config: dict[str, Any]) -> None:
         self.path, self.every, self.config = path, every, config
@@ -323,11 +325,17 @@ class Checkpoints:
         if self.signal is None and not (self.every and self.count % self.every == 0):
             return
         save_checkpoint({"config": self.config, **state()}, self.path)
-        if self.signal is not None:
-            raise Interrupted(
-                f"stopped by {signal.Signals(self.signal).name}; checkpoint saved in {self.path}: "
-                "rerun the same command in the same folder (or pass resume=<folder>) to continue"
-            )
+        if self.signal is None:
+            return
+        name = signal.Signals(self.signal).name
+        previous = self._previous.get(self.signal)
+        if callable(previous) and previous is not signal.default_int_handler:
+            log.warning("checkpoint saved; passing %s on to the handler that was there before", name)
+            previous(self.signal, None)  # submitit's: requeue the job (and exit)
+        raise Interrupted(
+            f"stopped by {name}; checkpoint saved in {self.path}: "
+            "rerun the same command in the same folder (or pass resume=<folder>) to continue"
+        )
 
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:

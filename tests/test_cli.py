@@ -82,3 +82,27 @@ def test_a_failed_job_does_not_stop_or_spoil_the_sweep(tmp_path):
     )
     assert report.returncode == 0, report.stderr
     assert "2 complete, 1 failed" in report.stdout
+
+
+def test_submitit_local_sweep_isolates_a_failed_job(tmp_path):
+    """The Slurm launcher's local twin: 3 jobs as separate processes, one given a bad target."""
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((20, 20, 3), 90, dtype=np.uint8)).save(good)
+    sweep = tmp_path / "sweep"
+    result = fsa(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "debug=tiny",
+        "dataset=images",
+        f"dataset.paths=[{good}],[{tmp_path}/missing.png],[{good}]",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr
+    jobs = sorted(p for p in sweep.iterdir() if p.name[0].isdigit())
+    assert len(jobs) == 3 and (sweep / ".submitit").is_dir()
+    assert [(j / "summary.json").exists() for j in jobs] == [True, False, True]
+    assert json.loads((jobs[1] / "failure.json").read_text())["error"] == "TargetError"
+    report = subprocess.run(
+        [sys.executable, "-m", "fsa.report", str(sweep)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert report.returncode == 0 and "2 complete, 1 failed" in report.stdout

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
+from wandb_records import read_records, run_id
 
 from fsa.tracking.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -90,6 +91,8 @@ def test_sigkill_after_a_checkpoint_then_resume_gives_identical_outputs(tmp_path
     assert "resuming from" in resumed.stdout.read()
     same(outputs(folder), uninterrupted)
     assert not (folder / "checkpoint.pt").exists()  # a completed run keeps no checkpoint
+    files = list(folder.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 2 and len({run_id(read_records(f, wait_s=0)) for f in files}) == 1  # the same W&B run
 
 
 @pytest.mark.slow
@@ -133,3 +136,38 @@ def test_a_run_refuses_a_bad_checkpoint_in_its_folder(tmp_path):
     with pytest.raises(CheckpointError, match="corrupted"):
         run(compose_config(["debug=tiny", "logger.mode=disabled"], tmp_path), tmp_path)
     assert (tmp_path / "failure.json").exists() and not (tmp_path / "summary.json").exists()
+
+
+def test_a_signal_is_handled_at_an_iteration_boundary_then_passed_on(tmp_path, monkeypatch):
+    """Under submitit, SIGUSR2 (time limit or preemption) must reach submitit's handler, which
+    requeues the job, but only after fsa has written a consistent checkpoint."""
+    from helpers import compose_config
+
+    from fsa.runner import Interrupted, run
+    from fsa.tracking.progress import Progress
+
+    calls = []
+
+    def submitit_like(signum, frame):
+        calls.append((signum, (tmp_path / "checkpoint.pt").exists()))
+
+    count = Progress.__call__
+
+    def count_then_signal(self, ev):  # the signal arrives in the middle of the third iteration
+        count(self, ev)
+        if ev.iteration == 2 and ev.phase == "pre" and not calls:
+            signal.raise_signal(signal.SIGUSR2)
+
+    monkeypatch.setattr(Progress, "__call__", count_then_signal)
+    previous = signal.signal(signal.SIGUSR2, submitit_like)
+    try:
+        cfg = compose_config(["debug=tiny", "logger.mode=disabled", "checkpoint_every=0"], tmp_path)
+        with pytest.raises(Interrupted, match="SIGUSR2"):
+            run(cfg, tmp_path)
+        assert calls == [(signal.SIGUSR2, True)]  # passed on once, after the checkpoint was on disk
+        assert signal.getsignal(signal.SIGUSR2) is submitit_like  # fsa's handler is gone again
+        state = load_checkpoint(tmp_path / "checkpoint.pt")["decode"]
+        assert state["counts"]["iterations"] == 3  # the iteration that was under way was finished first
+        assert not (tmp_path / "failure.json").exists()
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
