@@ -164,6 +164,11 @@ def _run(cfg: DictConfig, output_dir: Path, wandb_group: str | None, wandb_name:
     output_dir.mkdir(parents=True, exist_ok=True)
     config = resolved_container(cfg)
     (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    (output_dir / "failure.json").unlink(missing_ok=True)  # from an earlier attempt in this folder
+    checkpoints = Checkpoints(output_dir / "checkpoint.pt", cfg.checkpoint_every, comparable(config))
+    saved = checkpoints.saved()  # a bad checkpoint is refused before any model loads
+    if saved:
+        log.info("resuming from %s: run %d, batch %d", checkpoints.path, saved["variant"], saved["batch"])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -191,10 +196,6 @@ def _run(cfg: DictConfig, output_dir: Path, wandb_group: str | None, wandb_name:
         cfg.dtype,
     )
 
-    checkpoints = Checkpoints(output_dir / "checkpoint.pt", cfg.checkpoint_every, comparable(config))
-    saved = checkpoints.saved()
-    if saved:
-        log.info("resuming from %s: run %d, batch %d", checkpoints.path, saved["variant"], saved["batch"])
     progress = Progress(
         iterations * len(plan) * len(variants), enabled=cfg.progress, done=saved["progress"] if saved else 0
     )
