@@ -1,0 +1,276 @@
+"""Benchmark one guided iteration of the paper's algorithm, and its parts, against the paper's timing.
+
+One guided iteration, timed through fsa's own decoder (fsa.guidance.decoder.guided_decode): UNet
+forward with z requiring grad, VAE decode of z0_hat, extractor on the virtual save and the fp32 squared
+distance, one backward to z through all three, guide (normalise, clip, Eq. 3), the post-guidance check
+(decode + extract under no_grad) and the step. Its parts are timed alone in the same process. Weights
+are random: the cost does not depend on their values.
+
+    python scripts/bench.py                                  # SD 1.4 + CLIP RN50, 512 px on CUDA, 64 on CPU
+    python scripts/bench.py --extractor vit_h14 --dtype bfloat16 --peak-tflops 989 --json bench.json
+    python scripts/bench.py --tiny --image-size 64           # tiny random components (tests)
+"""
+
+import argparse
+import itertools
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from torch.utils.flop_counter import FlopCounterMode
+
+from fsa.diffusion.backbones import LatentDiffusion, tiny_latent_components
+from fsa.diffusion.samplers import DDIMSampler
+from fsa.diffusion.schedule import NoiseSchedule, predict_x0
+from fsa.extractors import OpenCLIPExtractor, TinyExtractor, TorchvisionExtractor
+from fsa.guidance.decoder import guided_decode
+from fsa.guidance.feature_guidance import FeatureGuidance, squared_distance
+
+PAPER_ITERATIONS = 12_960  # 5 * 1000 + 995 * 8 guided iterations per run
+PAPER_RUN_S = 8_830.0  # RTX 3090, CLIP RN50, fp32, batch 1, 512 px
+PAPER_ITERATION_S = 0.68
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+EXTRACTORS = ("clip_rn50", "resnet50", "vit_h14")
+T = 500  # the timestep: the cost does not depend on it
+
+
+def build_extractor(name: str, tiny: bool):
+    if tiny:
+        return TinyExtractor()
+    if name == "clip_rn50":
+        return OpenCLIPExtractor(model_name="RN50", pretrained=None)
+    if name == "resnet50":
+        return TorchvisionExtractor(model_name="resnet50", pretrained=None, replace_with_identity="fc")
+    return TorchvisionExtractor(
+        model_name="vit_h_14",
+        pretrained=None,
+        replace_with_identity="heads.head",
+        input_size=518,
+        model_kwargs={"image_size": 518},
+    )
+
+
+def build_backbone(image_size: int, tiny: bool) -> LatentDiffusion:
+    """SD 1.4's UNet and VAE (their configs, random weights), or fsa's tiny ones."""
+    if tiny:
+        unet, vae, _ = tiny_latent_components()
+    else:
+        unet = UNet2DConditionModel(
+            sample_size=64,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            layers_per_block=2,
+            scaling_factor=0.18215,
+        )
+    cond = torch.zeros(1, 77, unet.config.cross_attention_dim)
+    return LatentDiffusion(unet, vae, cond, NoiseSchedule.make(), image_size=image_size)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype]
+    torch.manual_seed(0)
+    backbone = build_backbone(args.image_size, args.tiny).to(device)
+    extractor = build_extractor(args.extractor, args.tiny).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    target = torch.randn(1, extractor.feature_dim, device=device).expand(args.batch, -1)
+    z = torch.randn(args.batch, *backbone.latent_shape, device=device)
+    abar_t = backbone.schedule.abar(T)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def score(image: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            features = extractor(extractor.prepare_generated(image))
+        return squared_distance(features, target)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def iteration_seconds() -> float:
+        """The real decoder, timed between its per-iteration callbacks: warmup + repeats recurrences
+        of one timestep (DDIM with one step), the first `warmup` intervals dropped."""
+        stamps = [time.perf_counter()]
+
+        def stamp(_snapshot: object) -> None:
+            sync()
+            stamps.append(time.perf_counter())
+
+        guidance = FeatureGuidance(early_steps=0, k=args.warmup + args.repeats + 1)  # the paper's guidance
+        generators = [torch.Generator().manual_seed(i) for i in range(args.batch)]
+        guided_decode(
+            backbone, DDIMSampler(num_steps=1), guidance, extractor, target, generators, dtype=dtype, on_iteration=stamp
+        )
+        intervals = [b - a for a, b in itertools.pairwise(stamps)]
+        return statistics.median(intervals[args.warmup + 1 :])
+
+    def with_grad_to(x: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], object]:
+        def run() -> object:
+            x_in = x.detach().requires_grad_()
+            with torch.enable_grad():
+                forward(x_in).float().sum().backward()
+            return x_in.grad
+
+        return run
+
+    def unet(x: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            return backbone.predict_noise(x, T)
+
+    def vae(x: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            return backbone.decode(x)
+
+    def post_check() -> None:
+        with torch.no_grad():
+            with autocast:
+                image = backbone.decode(predict_x0(z, z, abar_t))
+            score(image)
+
+    image = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
+    parts = {
+        "unet_fwd_bwd_s": with_grad_to(z, unet),
+        "vae_decode_fwd_bwd_s": with_grad_to(z, vae),
+        "extractor_fwd_bwd_s": with_grad_to(image, score),
+        "post_check_s": post_check,
+    }
+    result = {"iteration_s": iteration_seconds()}
+    result |= {name: median_seconds(fn, args.repeats, args.warmup, device) for name, fn in parts.items()}
+    # The iteration's arithmetic is that of its parts (the rest is element-wise and negligible); they
+    # are counted one by one because FlopCounterMode's module hooks reject the decoder's autograd.grad.
+    flops = 0
+    for fn in parts.values():
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        flops += int(counter.get_total_flops())
+
+    parts = sum(v for k, v in result.items() if k != "iteration_s")
+    if device.type == "cuda":
+        peak_memory, memory_kind = torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
+    else:  # ru_maxrss is in KiB on Linux
+        peak_memory, memory_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_peak_rss"
+    achieved = flops / result["iteration_s"] / 1e12
+    peak_fraction = achieved / args.peak_tflops if args.peak_tflops and device.type == "cuda" else None
+    projected = PAPER_ITERATIONS * result["iteration_s"]
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": args.dtype,
+        "extractor": "tiny" if args.tiny else args.extractor,
+        "backbone": "tiny" if args.tiny else "sd-1.4 shapes (random weights)",
+        "image_size": args.image_size,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        **result,
+        "parts_sum_s": parts,
+        "overhead_ratio": result["iteration_s"] / parts,
+        "flops_per_iteration": flops,
+        "achieved_tflops": achieved,
+        "peak_tflops": args.peak_tflops,
+        "peak_fraction": peak_fraction,
+        "peak_memory_bytes": int(peak_memory),
+        "peak_memory_kind": memory_kind,
+        "iterations_per_run": PAPER_ITERATIONS,
+        "projected_run_s": projected,
+        "paper_run_s": PAPER_RUN_S,
+        "paper_iteration_s": PAPER_ITERATION_S,
+        "projected_over_paper": projected / PAPER_RUN_S,
+    }
+
+
+def table(r: dict) -> str:
+    rows = [
+        ("setting", f"{r['backbone']}, {r['extractor']}, {r['image_size']} px, batch {r['batch']}, {r['dtype']}"),
+        ("device", r["device"]),
+        ("guided iteration", f"{r['iteration_s']:.4f} s   (paper: {PAPER_ITERATION_S} s on an RTX 3090)"),
+        ("  UNet fwd+bwd", f"{r['unet_fwd_bwd_s']:.4f} s"),
+        ("  VAE decode fwd+bwd", f"{r['vae_decode_fwd_bwd_s']:.4f} s"),
+        ("  extractor fwd+bwd", f"{r['extractor_fwd_bwd_s']:.4f} s"),
+        ("  post-check (no grad)", f"{r['post_check_s']:.4f} s"),
+        ("  sum of parts", f"{r['parts_sum_s']:.4f} s"),
+        ("overhead ratio", f"{r['overhead_ratio']:.3f}   (iteration / sum of parts)"),
+        ("FLOPs per iteration", f"{r['flops_per_iteration'] / 1e9:.2f} GFLOP   ({r['achieved_tflops']:.3f} TFLOP/s)"),
+    ]
+    if r["peak_fraction"] is not None:
+        rows.append(("fraction of peak", f"{r['peak_fraction']:.1%} of {r['peak_tflops']} TFLOP/s"))
+    rows += [
+        ("peak memory", f"{r['peak_memory_bytes'] / 2**30:.2f} GiB   ({r['peak_memory_kind']})"),
+        ("projected run", f"{r['projected_run_s']:.0f} s = {PAPER_ITERATIONS} x iteration"),
+        ("paper run", f"{PAPER_RUN_S:.0f} s   (projected / paper = {r['projected_over_paper']:.2f})"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    cuda = torch.cuda.is_available()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if cuda else "cpu")
+    parser.add_argument("--image-size", type=int, default=None, help="default 512 on CUDA, 64 on CPU")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="autocast dtype, as the decoder")
+    parser.add_argument("--extractor", choices=EXTRACTORS, default="clip_rn50")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--tiny", action="store_true", help="fsa's tiny random backbone and extractor")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for the achieved fraction")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.image_size is None:
+        args.image_size = 512 if args.device.startswith("cuda") else 64
+    if args.image_size % 8 or args.batch < 1 or args.repeats < 1 or args.warmup < 0:
+        parser.error("need --image-size a multiple of 8, --batch >= 1, --repeats >= 1, --warmup >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run_benchmark(args)
+    print(table(result))
+    text = json.dumps(result, indent=2)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""scripts/bench.py on fsa's tiny components: it runs, and its JSON holds every figure, consistent."""
+
+import json
+import math
+
+import pytest
+from helpers import load_script
+
+TIMES = ("iteration_s", "unet_fwd_bwd_s", "vae_decode_fwd_bwd_s", "extractor_fwd_bwd_s", "post_check_s")
+POSITIVE = (
+    *TIMES,
+    "parts_sum_s",
+    "overhead_ratio",
+    "flops_per_iteration",
+    "achieved_tflops",
+    "peak_memory_bytes",
+    "projected_run_s",
+    "paper_run_s",
+    "projected_over_paper",
+)
+
+
+def test_bench_tiny_writes_every_figure(tmp_path, capsys):
+    bench = load_script("bench")
+    out = tmp_path / "b.json"
+    argv = ["--tiny", "--image-size", "64", "--repeats", "2", "--warmup", "1", "--device", "cpu", "--json", str(out)]
+    assert bench.main(argv) == 0
+
+    result = json.loads(out.read_text())
+    for key in POSITIVE:
+        value = result[key]
+        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value)
+    assert result["flops_per_iteration"] > 0
+    assert result["parts_sum_s"] == pytest.approx(sum(result[k] for k in TIMES[1:]))
+    assert result["overhead_ratio"] == pytest.approx(result["iteration_s"] / result["parts_sum_s"])
+    assert result["iterations_per_run"] == 12_960
+    assert result["paper_run_s"] == 8_830
+    assert result["projected_run_s"] == pytest.approx(12_960 * result["iteration_s"])
+    assert result["projected_over_paper"] == pytest.approx(result["projected_run_s"] / 8_830)
+    assert result["peak_fraction"] is None  # no --peak-tflops, and on the CPU
+    assert result["peak_memory_kind"] == "process_peak_rss"
+
+    printed = capsys.readouterr().out
+    for label in ("guided iteration", "UNet fwd+bwd", "overhead ratio", "FLOPs per iteration", "projected run"):
+        assert label in printed
