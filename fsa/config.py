@@ -13,6 +13,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,7 +21,8 @@ from fsa import ASSETS_DIR
 from fsa.errors import ConfigError
 from fsa.guidance.feature_guidance import FeatureGuidance
 
-DTYPES = ("float32", "bfloat16", "float16")
+# The `dtype` option: autocast precision of the networks (distances stay fp32).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
 BASELINE_NAMES = ("unguided", "printed_sign")
 
@@ -115,7 +117,7 @@ def validate(cfg: DictConfig) -> None:
     if unknown or len(set(cfg.baselines)) != len(cfg.baselines):
         raise ConfigError(f"baselines must be distinct names from {BASELINE_NAMES}, got {list(cfg.baselines)}")
     if cfg.dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {DTYPES}, got '{cfg.dtype}'")
+        raise ConfigError(f"dtype must be one of {tuple(DTYPES)}, got '{cfg.dtype}'")
     if cfg.logger.mode not in LOGGER_MODES:
         raise ConfigError(f"logger.mode must be one of {LOGGER_MODES}, got '{cfg.logger.mode}'")
     if cfg.device != "auto" and not str(cfg.device).startswith(("cpu", "cuda", "mps")):

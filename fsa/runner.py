@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 import fsa
-from fsa.config import resolved_container, validate
+from fsa.config import DTYPES, resolved_container, validate
 from fsa.data.targets import Target
 from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.diffusion.samplers import Sampler
@@ -40,8 +40,6 @@ from fsa.tracking.progress import Progress
 from fsa.tracking.wandb_logger import WandbLogger
 
 log = logging.getLogger("fsa")
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(name: str) -> torch.device:

@@ -25,6 +25,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch.utils.flop_counter import FlopCounterMode
 
+from fsa.config import DTYPES
 from fsa.diffusion.backbones import LatentDiffusion, tiny_latent_components
 from fsa.diffusion.samplers import DDIMSampler
 from fsa.diffusion.schedule import NoiseSchedule, predict_x0
@@ -35,7 +36,6 @@ from fsa.guidance.feature_guidance import FeatureGuidance, squared_distance
 PAPER_ITERATIONS = 12_960  # 5 * 1000 + 995 * 8 guided iterations per run
 PAPER_RUN_S = 8_830.0  # RTX 3090, CLIP RN50, fp32, batch 1, 512 px
 PAPER_ITERATION_S = 0.68
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 EXTRACTORS = ("clip_rn50", "resnet50", "vit_h14")
 T = 500  # the timestep: the cost does not depend on it
 

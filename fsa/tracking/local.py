@@ -71,16 +71,29 @@ class EvaluationTable:
 
     def __call__(self, ev: Evaluation) -> None:
         elapsed = f"{time.perf_counter() - self._start:.3f}"
+        distances, cosines = ev.distance.tolist(), ev.cosine.tolist()
         stats = ev.stats
-        for i, (target, sample, seed) in enumerate(self.samples):
-            grad = ("", "", "")
-            if stats is not None:
-                grad = tuple(
-                    f"{v[i].item():.6g}" for v in (stats.grad_norm, stats.normalised_std, stats.clipped_fraction)
-                )
-            distance, cosine = f"{ev.distance[i].item():.8g}", f"{ev.cosine[i].item():.8g}"
+        if stats is None:
+            grads = [("", "", "")] * len(self.samples)
+        else:
+            columns = (stats.grad_norm, stats.normalised_std, stats.clipped_fraction)
+            grads = [tuple(f"{v:.6g}" for v in row) for row in zip(*(c.tolist() for c in columns), strict=True)]
+        for i, ((target, sample, seed), grad) in enumerate(zip(self.samples, grads, strict=True)):
             self._writer.writerow(
-                (target, sample, seed, ev.iteration, ev.step, ev.t, ev.k, ev.phase, distance, cosine, *grad, elapsed)
+                (
+                    target,
+                    sample,
+                    seed,
+                    ev.iteration,
+                    ev.step,
+                    ev.t,
+                    ev.k,
+                    ev.phase,
+                    f"{distances[i]:.8g}",
+                    f"{cosines[i]:.8g}",
+                    *grad,
+                    elapsed,
+                )
             )
         self._pending += len(self.samples)
         if self._pending >= self._flush_every:

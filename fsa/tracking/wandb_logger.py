@@ -80,14 +80,17 @@ class WandbLogger:
             "t": ev.t,
             "k": ev.k + (0.5 if ev.phase == POST else 0.0),
         }
+        stats = ev.stats
+        norms = stats.grad_norm.tolist() if stats is not None else None
+        clipped = stats.clipped_fraction.tolist() if stats is not None else None
         for i, (key, d, c) in enumerate(zip(self._keys, ev.distance.tolist(), ev.cosine.tolist(), strict=True)):
             self._best[i] = min(self._best[i], d)
             row[f"{key}/distance"] = d
             row[f"{key}/cosine"] = c
             row[f"{key}/best_distance"] = self._best[i]
-            if ev.stats is not None:
-                row[f"{key}/grad_norm"] = ev.stats.grad_norm[i].item()
-                row[f"{key}/clipped_fraction"] = ev.stats.clipped_fraction[i].item()
+            if norms is not None and clipped is not None:
+                row[f"{key}/grad_norm"] = norms[i]
+                row[f"{key}/clipped_fraction"] = clipped[i]
         self.run.log(row)
 
     def log_images(self, images: dict[str, tuple[Path, str]]) -> None:
