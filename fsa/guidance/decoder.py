@@ -37,7 +37,7 @@ class Evaluation:
     distance: Tensor
     cosine: Tensor
     image: Tensor
-    improved: Tensor
+    best_distance: Tensor  # the best so far per sample, this evaluation included (kept across a resume)
     stats: GuidanceStats | None = None
 
 
@@ -83,7 +83,7 @@ class _Best:
         self.phase = [""] * batch
         self.image: Tensor | None = None
 
-    def update(self, distance: Tensor, image: Tensor, t: int, k: int, phase: str) -> Tensor:
+    def update(self, distance: Tensor, image: Tensor, t: int, k: int, phase: str) -> None:
         distance = distance.detach().cpu()
         improved = distance < self.distance  # NaN never improves
         if self.image is None:
@@ -94,7 +94,6 @@ class _Best:
         self.t[improved], self.k[improved] = t, k
         for i in improved.nonzero().flatten().tolist():
             self.phase[i] = phase
-        return improved
 
     def state(self) -> dict[str, Any]:
         return {"distance": self.distance, "t": self.t, "k": self.k, "phase": list(self.phase), "image": self.image}
@@ -164,7 +163,7 @@ def guided_decode(
         cosine: Tensor,
         stats: GuidanceStats | None,
     ) -> None:
-        improved = best.update(distance, image, t, k, phase)
+        best.update(distance, image, t, k, phase)
         if callback is not None:
             callback(
                 Evaluation(
@@ -176,7 +175,7 @@ def guided_decode(
                     distance.detach().cpu(),
                     cosine.detach().cpu(),
                     image.detach(),
-                    improved,
+                    best.distance.clone(),
                     stats,
                 )
             )

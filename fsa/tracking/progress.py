@@ -27,7 +27,7 @@ class Progress:
         self._line_every_s = line_every_s
 
     def __call__(self, ev: Evaluation) -> None:
-        self.best = min(self.best, float(ev.distance.min()))
+        self.best = min(self.best, float(ev.best_distance.min()))
         if ev.phase != PRE:
             return
         self.done += 1

@@ -65,14 +65,12 @@ class WandbLogger:
         self.run.define_metric("*", step_metric="iteration")
         self._iteration_offset = 0
         self._keys: list[str] = []
-        self._best: list[float] = []
         log.info("W&B run %s (%s mode) in %s", self.run.id, self.mode, self.run.dir)
 
     def start_batch(self, keys: list[str], iteration_offset: int) -> None:
         """Metric prefixes of the batch's samples ("<variant>/<nnn>_<target>/sample<i>") and where
         its iterations start on the run's common iteration axis."""
         self._keys, self._iteration_offset = keys, iteration_offset
-        self._best = [float("inf")] * len(keys)
 
     def __call__(self, ev: Evaluation) -> None:
         row: dict[str, Any] = {
@@ -83,11 +81,11 @@ class WandbLogger:
         stats = ev.stats
         norms = stats.grad_norm.tolist() if stats is not None else None
         clipped = stats.clipped_fraction.tolist() if stats is not None else None
-        for i, (key, d, c) in enumerate(zip(self._keys, ev.distance.tolist(), ev.cosine.tolist(), strict=True)):
-            self._best[i] = min(self._best[i], d)
+        values = zip(self._keys, ev.distance.tolist(), ev.cosine.tolist(), ev.best_distance.tolist(), strict=True)
+        for i, (key, d, c, best) in enumerate(values):
             row[f"{key}/distance"] = d
             row[f"{key}/cosine"] = c
-            row[f"{key}/best_distance"] = self._best[i]
+            row[f"{key}/best_distance"] = best
             if norms is not None and clipped is not None:
                 row[f"{key}/grad_norm"] = norms[i]
                 row[f"{key}/clipped_fraction"] = clipped[i]
