@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from fsa import ASSETS_DIR
 from fsa.errors import ConfigError
 from fsa.guidance.feature_guidance import FeatureGuidance
+from fsa.speed import SpeedOptions
 
 # The `dtype` option: autocast precision of the networks (distances stay fp32).
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -35,6 +36,7 @@ def _schema_of(cls: type, name: str) -> type:
 
 
 GuidanceConfig = _schema_of(FeatureGuidance, "GuidanceConfig")
+SpeedConfig = _schema_of(SpeedOptions, "SpeedConfig")
 
 
 @dataclass
@@ -59,6 +61,7 @@ class FsaConfig:
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # type: ignore[valid-type]
     extractor: Any = None
     dataset: Any = None
+    speed: SpeedConfig = field(default_factory=SpeedConfig)  # type: ignore[valid-type]
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0

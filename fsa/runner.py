@@ -34,6 +34,7 @@ from fsa.evaluation import comparison_table, entropy, mean_pairwise_distance, pr
 from fsa.extractors.base import FeatureExtractor
 from fsa.guidance.decoder import DecodeResult, DecodeState, Evaluation, guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance, squared_distance
+from fsa.speed import SpeedOptions, apply_speed_options
 from fsa.tracking.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fsa.tracking.local import EvaluationTable, GradientRecorder, save_png
 from fsa.tracking.progress import Progress
@@ -158,6 +159,7 @@ def _run(cfg: DictConfig, output_dir: Path, wandb_group: str | None, wandb_name:
     validate(cfg)  # every value and override key, before any model loads
     sampler = build(cfg.sampler)
     guidance = build(cfg.guidance)
+    speed: SpeedOptions = build(cfg.speed)
     device, dtype = resolve_device(cfg.device), DTYPES[cfg.dtype]
     output_dir.mkdir(parents=True, exist_ok=True)
     config = resolved_container(cfg)
@@ -174,13 +176,14 @@ def _run(cfg: DictConfig, output_dir: Path, wandb_group: str | None, wandb_name:
     targets = build(cfg.dataset).load(extractor)  # bad targets fail before the big model loads
     oracle = build(cfg.oracle) if cfg.get("oracle") else None
     backbone = build(cfg.model).to(device)
+    apply_speed_options(backbone, extractor, speed)
     steps = len(sampler.timesteps(backbone.schedule.num_train_timesteps))
     iterations = guidance.total_iterations(steps)
     plan = batches(targets, cfg.batch_size, cfg.targets_per_batch, cfg.seed)
     variants = {"guided": guidance} | {name: BASELINES[name](guidance) for name in cfg.baselines}
     log.info(
         "model %s, extractor %s (%d-d), %d target(s) x %d sample(s) in %d batch(es), %d timesteps, "
-        "%d guided iterations each, runs: %s, on %s (%s)",
+        "%d guided iterations each, runs: %s, on %s (%s%s)",
         backbone.name,
         extractor.name,
         extractor.feature_dim,
@@ -192,6 +195,7 @@ def _run(cfg: DictConfig, output_dir: Path, wandb_group: str | None, wandb_name:
         ", ".join(variants),
         device,
         cfg.dtype,
+        "".join(f", {option}" for option in speed.enabled()),
     )
 
     progress = Progress(

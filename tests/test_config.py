@@ -7,6 +7,7 @@ from omegaconf.errors import ValidationError
 
 from fsa.config import check_targets, validate
 from fsa.errors import ConfigError
+from fsa.runner import build
 
 FILLS = {  # mandatory values of some options
     ("dataset", "images"): ["dataset.paths=[x.png]"],
@@ -25,6 +26,7 @@ GROUPS = (
     "debug",
     "oracle",
     "smoke",
+    "speed",
 )  # experiment/: test_experiments.py
 
 
@@ -76,7 +78,9 @@ def test_paper_experiment_is_the_papers_setting():
     assert (cfg.batch_size, cfg.oracle, list(cfg.baselines), cfg.dtype) == (3, None, [], "float32")
 
 
-@pytest.mark.parametrize("override", ["sedd=1", "guidance.w_gg=1", "extractor.layerr=x", "sampler.step=3"])
+@pytest.mark.parametrize(
+    "override", ["sedd=1", "guidance.w_gg=1", "speed.compil=true", "extractor.layerr=x", "sampler.step=3"]
+)
 def test_misspelt_key_is_an_error(override):
     with pytest.raises(ConfigCompositionException):
         compose_config([override])
@@ -95,8 +99,12 @@ def test_wrong_type_is_an_error(override):
         ("dtype=float8", "dtype"),
         ("logger.mode=loud", "logger.mode"),
         ("device=tpu", "device"),
+        ("speed.attention=flash", "speed.attention"),
+        ("guidance.post_check_every=0", "post_check_every"),
     ],
 )
 def test_invalid_value_is_a_config_error(override, message):
     with pytest.raises(ConfigError, match=message):
-        validate(compose_config([override]))
+        cfg = compose_config([override])
+        validate(cfg)
+        build(cfg.speed), build(cfg.guidance)

@@ -221,7 +221,7 @@ def guided_decode(
                 eps_guided, stats = eps.float(), None
             report(step, t, k, PRE, image, distance, cosine, stats)
 
-            if guidance.enabled and guidance.post_check:
+            if guidance.checks_post(k, recurrences):
                 with torch.no_grad():
                     with autocast:
                         image = backbone.decode(predict_x0(z, eps_guided, abar_t))

@@ -1,0 +1,85 @@
+"""Speed and memory options: how the networks run, not what the guided decoder computes.
+
+The paper-faithful mode is every option off (fp32 autocast off, SDPA attention, nothing compiled):
+the defaults. Each option keeps the result of a guided iteration equal to the plain path within the
+tolerance stated here and asserted in tests/test_speed.py:
+  - activation checkpointing (VAE decoder, UNet) recomputes activations in the backward pass: less
+    memory, one more forward; bit-identical gradients;
+  - channels_last stores 4-D tensors as NHWC (faster convolutions on tensor cores): the same maths,
+    another summation order, so equal to fp32 rounding (relative 1e-4);
+  - compile (torch.compile of the UNet, the VAE decoder and the extractor): fused kernels, another
+    summation order (relative 1e-4);
+  - attention "sdpa" is torch's fused scaled_dot_product_attention (diffusers' default and fsa's);
+    "eager" is the explicit softmax(QK^T / sqrt(d)) V of diffusers' AttnProcessor, the path the
+    paper's 2022-era code ran (relative 1e-4).
+Precision (bf16/fp16 autocast, distance in fp32) is the top-level `dtype`, and thinning the
+post-guidance check is `guidance.post_check_every`: those two change results beyond rounding, and
+their effect on best distance is measured (README, "Speed and memory").
+"""
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
+from torch import nn
+
+from fsa.diffusion.backbones import DiffusionBackbone, LatentDiffusion
+from fsa.errors import ConfigError
+from fsa.extractors.base import FeatureExtractor
+
+log = logging.getLogger(__name__)
+
+ATTENTION = ("sdpa", "eager")
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """channels_last, compile, attention: speed; *_activation_checkpointing: memory (see module doc)."""
+
+    channels_last: bool = False
+    compile: bool = False
+    attention: str = "sdpa"
+    vae_activation_checkpointing: bool = False
+    unet_activation_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION:
+            raise ConfigError(f"speed.attention must be one of {ATTENTION}, got '{self.attention}'")
+
+    def enabled(self) -> list[str]:
+        """The options that differ from the paper-faithful defaults, for logs and summaries."""
+        defaults = SpeedOptions()
+        return [f"{name}={value}" for name, value in vars(self).items() if value != getattr(defaults, name)]
+
+
+def _networks(backbone: DiffusionBackbone) -> dict[str, nn.Module]:
+    """The backbone's networks that the guided iteration runs, by role."""
+    networks: dict[str, nn.Module] = {"unet": backbone.unet}
+    if isinstance(backbone, LatentDiffusion):
+        networks["vae_decoder"] = backbone.vae.decoder
+    return networks
+
+
+def apply_speed_options(backbone: DiffusionBackbone, extractor: FeatureExtractor, options: SpeedOptions) -> None:
+    """Set the options on the (frozen, already placed) networks, in place. Call once, before decoding."""
+    networks = _networks(backbone)
+    processor = AttnProcessor2_0() if options.attention == "sdpa" else AttnProcessor()
+    for module in backbone.modules():
+        if isinstance(module, Attention):
+            module.set_processor(processor)
+    if options.unet_activation_checkpointing:
+        backbone.unet.enable_gradient_checkpointing()
+    if options.vae_activation_checkpointing:
+        if isinstance(backbone, LatentDiffusion):
+            backbone.vae.enable_gradient_checkpointing()
+        else:
+            log.info("speed.vae_activation_checkpointing: %s is a pixel model, without a VAE", backbone.name)
+    if options.channels_last:
+        backbone.to(memory_format=torch.channels_last)
+        extractor.to(memory_format=torch.channels_last)
+    if options.compile:
+        # Module.compile compiles each network's forward in place: the modules stay what they were
+        # (configs, hooks, state dicts), and the decoder's autograd.grad runs through the compiled graphs.
+        for module in [*networks.values(), extractor]:
+            module.compile(dynamic=False)

@@ -1,0 +1,145 @@
+"""Speed options (fsa/speed.py): each gives the plain path's result within its stated tolerance."""
+
+import copy
+
+import pytest
+import torch
+import yaml
+from diffusers import UNet2DModel
+from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
+from helpers import compose_config
+from torch import nn
+
+from fsa.diffusion.backbones import PixelDiffusion, build_tiny_latent_diffusion
+from fsa.diffusion.samplers import DDIMSampler
+from fsa.diffusion.schedule import NoiseSchedule
+from fsa.extractors.base import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor
+from fsa.guidance.decoder import POST, guided_decode
+from fsa.guidance.feature_guidance import FeatureGuidance
+from fsa.runner import run
+from fsa.speed import SpeedOptions, apply_speed_options
+
+
+class ConvExtractor(FeatureExtractor):
+    def __init__(self) -> None:
+        super().__init__("conv", 32, IMAGENET_MEAN, IMAGENET_STD)
+        torch.manual_seed(1)
+        self.network = nn.Sequential(nn.Conv2d(3, 8, 3, 2), nn.ReLU(), nn.Conv2d(8, 8, 3, 2), nn.AdaptiveAvgPool2d(2))
+        self.freeze()
+
+
+GUIDANCE = FeatureGuidance(early_steps=1, early_k=3, k=2)  # 9 guided iterations over DDIM 4
+
+
+def decode(backbone, extractor, target, guidance=GUIDANCE, steps=4, seeds=(0, 1), callback=None):
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    sampler = DDIMSampler(num_steps=steps)
+    return guided_decode(backbone, sampler, guidance, extractor, target, generators, callback=callback)
+
+
+@pytest.fixture(scope="module")
+def plain():
+    """Tiny latent model and conv extractor, and their decode with every option off."""
+    backbone, extractor = build_tiny_latent_diffusion(num_train_timesteps=1000), ConvExtractor()
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    target = extractor(extractor.prepare_generated(image))
+    return backbone, extractor, target, decode(backbone, extractor, target)
+
+
+def with_options(plain, **options):
+    backbone, extractor, target, _ = plain
+    backbone, extractor = copy.deepcopy(backbone), copy.deepcopy(extractor)
+    apply_speed_options(backbone, extractor, SpeedOptions(**options))
+    return decode(backbone, extractor, target)
+
+
+def test_activation_checkpointing_is_bit_identical(plain):
+    result = with_options(plain, vae_activation_checkpointing=True, unet_activation_checkpointing=True)
+    assert torch.equal(result.final_image, plain[3].final_image)
+    assert torch.equal(result.best_distance, plain[3].best_distance)
+
+
+@pytest.mark.parametrize("options", [{"channels_last": True}, {"attention": "eager"}])
+def test_fast_kernels_match_within_rounding(plain, options):
+    result = with_options(plain, **options)
+    # Over a 9-iteration decode, summation-order differences grow (the virtual save rounds to 8 bits,
+    # the gradient is normalised): measured 8e-4 (channels_last) and 6e-3 (eager) in pixels.
+    torch.testing.assert_close(result.final_image, plain[3].final_image, rtol=0, atol=2e-2)
+    torch.testing.assert_close(result.best_distance, plain[3].best_distance, rtol=2e-3, atol=0)
+
+
+def test_options_reach_the_networks(plain):
+    backbone, extractor = copy.deepcopy(plain[0]), copy.deepcopy(plain[1])
+    attention = [m for m in backbone.modules() if isinstance(m, Attention)]
+    options = SpeedOptions(attention="eager", channels_last=True, vae_activation_checkpointing=True)
+    apply_speed_options(backbone, extractor, options)
+    assert attention and all(type(m.processor) is AttnProcessor for m in attention)
+    assert backbone.vae.decoder.gradient_checkpointing
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in backbone.unet.modules())
+    weights = [p for p in [*backbone.parameters(), *extractor.parameters()] if p.dim() == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    apply_speed_options(backbone, extractor, SpeedOptions())
+    assert all(type(m.processor) is AttnProcessor2_0 for m in attention)
+    assert options.enabled() == ["channels_last=True", "attention=eager", "vae_activation_checkpointing=True"]
+
+
+def small_pixel_model() -> PixelDiffusion:
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        attention_head_dim=4,
+    )
+    return PixelDiffusion(unet, NoiseSchedule.make())
+
+
+@pytest.mark.slow
+def test_compile_matches_the_plain_path():
+    """torch.compile of the UNet and the extractor, forward and backward (about 40 s of compiling on 2 cores)."""
+    backbone, extractor = small_pixel_model(), ConvExtractor()
+    target = torch.randn(1, extractor.feature_dim, generator=torch.Generator().manual_seed(3))
+    guidance = FeatureGuidance(early_steps=0, k=2)
+    expected = decode(backbone, extractor, target, guidance, steps=2, seeds=(0,))
+    apply_speed_options(backbone, extractor, SpeedOptions(compile=True))
+    assert backbone.unet._compiled_call_impl is not None and extractor._compiled_call_impl is not None
+    result = decode(backbone, extractor, target, guidance, steps=2, seeds=(0,))
+    torch.testing.assert_close(result.final_image, expected.final_image, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(result.best_distance, expected.best_distance, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("every,posts", [(1, [0, 1, 2, 3, 4]), (2, [1, 3, 4]), (10, [4])])
+def test_post_check_every_thins_the_post_check_and_keeps_the_last(plain, every, posts):
+    backbone, extractor, target, _ = plain
+    phases: list[tuple[int, int, str]] = []
+    guidance = FeatureGuidance(early_steps=0, k=5, post_check_every=every)
+    decode(backbone, extractor, target, guidance, steps=2, seeds=(0,), callback=lambda e: phases.append(e))
+    for step in (0, 1):
+        assert [e.k for e in phases if e.phase == POST and e.step == step] == posts
+
+
+def test_run_with_speed_options_end_to_end(tmp_path):
+    options = ["speed.channels_last=true", "speed.attention=eager", "speed.vae_activation_checkpointing=true"]
+    cfg = compose_config(["debug=tiny", "logger.mode=disabled", *options], tmp_path)
+    summary = run(cfg, tmp_path)
+    saved = yaml.safe_load((tmp_path / "config_resolved.yaml").read_text())["speed"]
+    assert {k: v for k, v in saved.items() if k != "_target_"} == {
+        "channels_last": True,
+        "compile": False,
+        "attention": "eager",
+        "vae_activation_checkpointing": True,
+        "unet_activation_checkpointing": False,
+    }
+    assert summary["samples"] and all(s["best_distance"] < float("inf") for s in summary["samples"])
+
+
+def test_fast_preset_composes_with_bf16_and_every_fast_option():
+    cfg = compose_config(["speed=fast"])
+    assert cfg.dtype == "bfloat16" and cfg.speed.channels_last and cfg.speed.compile
+    assert cfg.speed.vae_activation_checkpointing and cfg.speed.attention == "sdpa"
+    assert compose_config(["speed=fast", "dtype=float32"]).dtype == "float32"  # the command line still wins
