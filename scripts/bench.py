@@ -9,6 +9,12 @@ are random: the cost does not depend on their values.
     python scripts/bench.py                                  # SD 1.4 + CLIP RN50, 512 px on CUDA, 64 on CPU
     python scripts/bench.py --extractor vit_h14 --dtype bfloat16 --peak-tflops 989 --json bench.json
     python scripts/bench.py --tiny --image-size 64           # tiny random components (tests)
+    python scripts/bench.py --compile --channels-last --dtype bfloat16 --vae-checkpointing
+    python scripts/bench.py --compare                        # every option alone and together: a table of ratios
+
+The speed options are fsa's own (fsa/speed.py, `speed.*` in the config), applied by the same function
+as in a run. `--compare` benchmarks each variant in a fresh process (so peak memory is its own) and
+prints their figures side by side with the speed-up over the paper-faithful fp32 mode.
 """
 
 import argparse
@@ -16,7 +22,9 @@ import itertools
 import json
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,12 +40,25 @@ from fsa.diffusion.schedule import NoiseSchedule, predict_x0
 from fsa.extractors import OpenCLIPExtractor, TinyExtractor, TorchvisionExtractor
 from fsa.guidance.decoder import guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance, squared_distance
+from fsa.speed import ATTENTION, SpeedOptions, apply_speed_options
 
 PAPER_ITERATIONS = 12_960  # 5 * 1000 + 995 * 8 guided iterations per run
 PAPER_RUN_S = 8_830.0  # RTX 3090, CLIP RN50, fp32, batch 1, 512 px
 PAPER_ITERATION_S = 0.68
 EXTRACTORS = ("clip_rn50", "resnet50", "vit_h14")
 T = 500  # the timestep: the cost does not depend on it
+# --compare: each option alone, then together (speed=fast). Flags are added to the common ones.
+VARIANTS = {
+    "faithful": [],
+    "bf16": ["--dtype", "bfloat16"],
+    "channels_last": ["--channels-last"],
+    "eager_attention": ["--attention", "eager"],
+    "compile": ["--compile"],
+    "vae_checkpointing": ["--vae-checkpointing"],
+    "no_post_check": ["--no-post-check"],
+    "batch4": ["--batch", "4"],
+    "fast": ["--dtype", "bfloat16", "--channels-last", "--compile", "--vae-checkpointing"],
+}
 
 
 def build_extractor(name: str, tiny: bool):
@@ -107,6 +128,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     backbone = build_backbone(args.image_size, args.tiny).to(device)
     extractor = build_extractor(args.extractor, args.tiny).to(device)
+    apply_speed_options(backbone, extractor, speed_options(args))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     target = torch.randn(1, extractor.feature_dim, device=device).expand(args.batch, -1)
@@ -132,7 +154,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             sync()
             stamps.append(time.perf_counter())
 
-        guidance = FeatureGuidance(early_steps=0, k=args.warmup + args.repeats + 1)  # the paper's guidance
+        # The paper's guidance (with or without its post-guidance check).
+        guidance = FeatureGuidance(early_steps=0, k=args.warmup + args.repeats + 1, post_check=not args.no_post_check)
         generators = [torch.Generator().manual_seed(i) for i in range(args.batch)]
         guided_decode(
             backbone, DDIMSampler(num_steps=1), guidance, extractor, target, generators, dtype=dtype, on_iteration=stamp
@@ -168,15 +191,17 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "unet_fwd_bwd_s": with_grad_to(z, unet),
         "vae_decode_fwd_bwd_s": with_grad_to(z, vae),
         "extractor_fwd_bwd_s": with_grad_to(image, score),
-        "post_check_s": post_check,
     }
+    if not args.no_post_check:
+        parts["post_check_s"] = post_check
     result = {"iteration_s": iteration_seconds()}
     result |= {name: median_seconds(fn, args.repeats, args.warmup, device) for name, fn in parts.items()}
     # The iteration's arithmetic is that of its parts (the rest is element-wise and negligible); they
     # are counted one by one because FlopCounterMode's module hooks reject the decoder's autograd.grad.
+    # Compiled code does not dispatch aten ops one by one, so it is counted run eagerly (same arithmetic).
     flops = 0
     for fn in parts.values():
-        with FlopCounterMode(display=False) as counter:
+        with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
             fn()
         flops += int(counter.get_total_flops())
 
@@ -195,9 +220,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "backbone": "tiny" if args.tiny else "sd-1.4 shapes (random weights)",
         "image_size": args.image_size,
         "batch": args.batch,
+        "speed_options": speed_options(args).enabled(),
+        "post_check": not args.no_post_check,
         "repeats": args.repeats,
         "warmup": args.warmup,
         **result,
+        "post_check_s": result.get("post_check_s", 0.0),
+        "sample_iteration_s": result["iteration_s"] / args.batch,
         "parts_sum_s": parts,
         "overhead_ratio": result["iteration_s"] / parts,
         "flops_per_iteration": flops,
@@ -217,12 +246,14 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 def table(r: dict) -> str:
     rows = [
         ("setting", f"{r['backbone']}, {r['extractor']}, {r['image_size']} px, batch {r['batch']}, {r['dtype']}"),
+        ("speed options", ", ".join(r["speed_options"]) or "none (paper-faithful)"),
         ("device", r["device"]),
         ("guided iteration", f"{r['iteration_s']:.4f} s   (paper: {PAPER_ITERATION_S} s on an RTX 3090)"),
+        ("  per sample", f"{r['sample_iteration_s']:.4f} s   (batch {r['batch']})"),
         ("  UNet fwd+bwd", f"{r['unet_fwd_bwd_s']:.4f} s"),
         ("  VAE decode fwd+bwd", f"{r['vae_decode_fwd_bwd_s']:.4f} s"),
         ("  extractor fwd+bwd", f"{r['extractor_fwd_bwd_s']:.4f} s"),
-        ("  post-check (no grad)", f"{r['post_check_s']:.4f} s"),
+        ("  post-check (no grad)", f"{r['post_check_s']:.4f} s" if r["post_check"] else "off"),
         ("  sum of parts", f"{r['parts_sum_s']:.4f} s"),
         ("overhead ratio", f"{r['overhead_ratio']:.3f}   (iteration / sum of parts)"),
         ("FLOPs per iteration", f"{r['flops_per_iteration'] / 1e9:.2f} GFLOP   ({r['achieved_tflops']:.3f} TFLOP/s)"),
@@ -238,6 +269,51 @@ def table(r: dict) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def speed_options(args: argparse.Namespace) -> SpeedOptions:
+    return SpeedOptions(
+        channels_last=args.channels_last,
+        compile=args.compile,
+        attention=args.attention,
+        vae_activation_checkpointing=args.vae_checkpointing,
+        unet_activation_checkpointing=args.unet_checkpointing,
+    )
+
+
+def compare(args: argparse.Namespace, argv: list[str]) -> list[dict]:
+    """Each variant of `args.compare` in a fresh process with the common arguments; their figures."""
+    common = [a for a in argv if a not in ("--compare", *args.compare)]
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.compare:
+            out = Path(folder) / f"{name}.json"
+            command = [sys.executable, __file__, *common, *VARIANTS[name], "--json", str(out)]
+            print(f"--- {name}: {' '.join(VARIANTS[name]) or 'all options off'}", flush=True)
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            results.append({"variant": name, **json.loads(out.read_text())})
+    return results
+
+
+def comparison_table(results: list[dict]) -> str:
+    """Markdown: per variant, seconds per iteration and per sample-iteration, speed-up, memory."""
+    base = results[0]
+    lines = [
+        f"{base['backbone']}, {base['extractor']}, {base['image_size']} px, on {base['device']}; "
+        f"speed-up and memory relative to '{base['variant']}'",
+        "",
+        "| variant | s / iteration | s / sample-iteration | speed-up | overhead ratio | peak memory (GiB) "
+        "| memory ratio | projected paper run (s) |",
+        "|" + "---|" * 8,
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['variant']} | {r['iteration_s']:.4f} | {r['sample_iteration_s']:.4f} "
+            f"| {base['sample_iteration_s'] / r['sample_iteration_s']:.2f}x | {r['overhead_ratio']:.3f} "
+            f"| {r['peak_memory_bytes'] / 2**30:.2f} | {r['peak_memory_bytes'] / base['peak_memory_bytes']:.2f} "
+            f"| {r['projected_run_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -251,7 +327,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="fsa's tiny random backbone and extractor")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for the achieved fraction")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    options = parser.add_argument_group("speed options (fsa/speed.py)")
+    options.add_argument("--channels-last", action="store_true")
+    options.add_argument("--compile", action="store_true", help="torch.compile of UNet, VAE decoder, extractor")
+    options.add_argument("--attention", choices=ATTENTION, default="sdpa")
+    options.add_argument("--vae-checkpointing", action="store_true", help="VAE decoder activation checkpointing")
+    options.add_argument("--unet-checkpointing", action="store_true", help="UNet activation checkpointing")
+    options.add_argument("--no-post-check", action="store_true", help="drop the post-guidance check")
+    parser.add_argument("--compare", nargs="*", choices=tuple(VARIANTS), default=None, help="variants (none: all)")
     args = parser.parse_args(argv)
+    if args.compare is not None and not args.compare:
+        args.compare = list(VARIANTS)
     if args.image_size is None:
         args.image_size = 512 if args.device.startswith("cuda") else 64
     if args.image_size % 8 or args.batch < 1 or args.repeats < 1 or args.warmup < 0:
@@ -260,7 +346,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.compare is not None:
+        results = compare(args, argv)
+        text = comparison_table(results)
+        print(text)
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+            args.json.with_suffix(".md").write_text(text + "\n")
+        return 0
     result = run_benchmark(args)
     print(table(result))
     text = json.dumps(result, indent=2)

@@ -43,3 +43,20 @@ def test_bench_tiny_writes_every_figure(tmp_path, capsys):
     printed = capsys.readouterr().out
     for label in ("guided iteration", "UNet fwd+bwd", "overhead ratio", "FLOPs per iteration", "projected run"):
         assert label in printed
+
+
+def test_bench_speed_options_and_compare(tmp_path, capsys):
+    """--compare runs each variant in its own process and tabulates speed-up and memory against the first."""
+    bench = load_script("bench")
+    out = tmp_path / "compare.json"
+    common = ["--tiny", "--image-size", "64", "--repeats", "1", "--warmup", "0", "--device", "cpu"]
+    assert bench.main([*common, "--compare", "faithful", "channels_last", "no_post_check", "--json", str(out)]) == 0
+
+    results = json.loads(out.read_text())
+    assert [r["variant"] for r in results] == ["faithful", "channels_last", "no_post_check"]
+    assert results[0]["speed_options"] == [] and results[0]["post_check"]
+    assert results[1]["speed_options"] == ["channels_last=True"]
+    assert not results[2]["post_check"] and results[2]["post_check_s"] == 0
+    table = out.with_suffix(".md").read_text()
+    assert table.count("\n| ") == 4 and "| faithful |" in table and "| 1.00x |" in table
+    assert "speed-up" in capsys.readouterr().out

@@ -1,0 +1,235 @@
+"""Fewer guided iterations for the same distance: best distance against guided iterations on the
+embedded digits setup, for the paper's schedule and cheaper ones.
+
+Every schedule decodes the same held-out digit targets from the same seeds through fsa's own decoder
+(`guided_decode`) with the embedded DDPM and CNN. Per schedule it records the median, over samples,
+of the best squared distance found so far after each guided iteration (the curve), the final
+figures, the oracle's agreement with the target's class, and the wall time. A schedule "matches"
+when its median best distance is at most the reference schedule's (the first one, the paper's).
+
+A schedule is written SAMPLER STEPS : [EARLY_K x EARLY_STEPS +] K, e.g.
+    ddpm1000:1000x5+8   the paper: DDPM over 1000 timesteps, K = 1000 for 5 steps, then 8
+    ddim50:20x5+4       DDIM 50, K = 20 for 5 steps, then 4 (guidance=quick)
+    ddim100:1           DDIM 100, one guided iteration per timestep
+and is run with `--w-g` (several values: a sweep) and with the post-guidance check unless
+`--no-post-check` variants are asked for.
+
+    python scripts/schedule_study.py                          # the full study, about 45 min on 2 cores
+    python scripts/schedule_study.py --schedules ddim50:1 ddim50:20x5+4 --per-class 1 --seeds 1
+
+Results (one JSON per case, so an interrupted study resumes), `table.md`, `results.json` and
+`curve.png` go to --out.
+"""
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from fsa import ASSETS_DIR
+from fsa.data.digits import DigitsTargets
+from fsa.diffusion.backbones import load_pixel_diffusion
+from fsa.diffusion.samplers import DDIMSampler, DDPMSampler
+from fsa.evaluation import DigitsOracle
+from fsa.extractors.digits_cnn import DigitsCNNExtractor
+from fsa.guidance.decoder import Evaluation, guided_decode
+from fsa.guidance.feature_guidance import FeatureGuidance
+
+DEFAULT_SCHEDULES = (
+    "ddpm1000:1000x5+8",  # the paper (12,960 iterations): the reference
+    "ddpm1000:1",
+    "ddim50:1",
+    "ddim50:5x5+2",
+    "ddim50:20x5+4",
+    "ddim50:20x5+8",
+    "ddim50:100x5+8",
+    "ddim100:1",
+    "ddim100:5x5+2",
+    "ddim100:20x5+4",
+    "ddim100:20x5+8",
+    "ddim250:1",
+    "ddim250:5x5+2",
+    "ddim250:20x5+4",
+)
+SPEC = re.compile(r"^(ddpm|ddim)(\d+):(?:(\d+)x(\d+)\+)?(\d+)$")
+CURVE_POINTS = 400  # the curve is kept at about this many log-spaced iterations
+
+
+@dataclass(frozen=True)
+class Case:
+    """One schedule with one guidance weight, with or without the post-guidance check."""
+
+    schedule: str
+    w_g: float
+    post_check: bool
+
+    @property
+    def key(self) -> str:
+        name = self.schedule.replace(":", "_").replace("+", "p")
+        return f"{name}_wg{self.w_g:g}" + ("" if self.post_check else "_nopost")
+
+    def parts(self) -> tuple[DDPMSampler | DDIMSampler, FeatureGuidance]:
+        match = SPEC.match(self.schedule)
+        if match is None:
+            raise ValueError(f"schedule '{self.schedule}' is not SAMPLER STEPS:[EARLY_KxEARLY_STEPS+]K")
+        kind, steps, early_k, early_steps, k = match.groups()
+        sampler = DDPMSampler(num_steps=int(steps)) if kind == "ddpm" else DDIMSampler(num_steps=int(steps))
+        early = {"early_k": int(early_k), "early_steps": int(early_steps)} if early_k else {"early_steps": 0}
+        return sampler, FeatureGuidance(w_g=self.w_g, post_check=self.post_check, k=int(k), **early)
+
+    def iterations(self) -> int:
+        sampler, guidance = self.parts()
+        return guidance.total_iterations(sampler.num_steps)
+
+
+def run_case(case: Case, per_class: int, seeds: int, limit: int | None, oracle: DigitsOracle) -> dict:
+    """Decode every target from seeds 0..seeds-1 with this case's sampler and guidance."""
+    backbone = load_pixel_diffusion(str(ASSETS_DIR / "digits" / "ddpm"), subfolder="unet")
+    extractor = DigitsCNNExtractor()
+    targets = DigitsTargets(per_class=per_class, limit=limit).load(extractor)
+    sampler, guidance = case.parts()
+    # Sample i of every target starts from seed i, as in fsa's runner; all targets go in one batch.
+    features = torch.stack([t.feature for t in targets]).repeat_interleave(seeds, dim=0)
+    labels = torch.tensor([t.label for t in targets]).repeat_interleave(seeds)
+    generators = [torch.Generator().manual_seed(i) for _ in targets for i in range(seeds)]
+
+    total = case.iterations()
+    keep = {round(x) for x in torch.logspace(0, torch.log10(torch.tensor(float(total))), CURVE_POINTS).tolist()}
+    curve: dict[int, float] = {}
+
+    def record(evaluation: Evaluation) -> None:
+        done = evaluation.iteration + 1  # guided iterations so far, this one included
+        if done in keep or done == total:
+            curve[done] = evaluation.best_distance.median().item()
+
+    start = time.perf_counter()
+    result = guided_decode(backbone, sampler, guidance, extractor, features, generators, callback=record)
+    wall = time.perf_counter() - start
+    best_classes = oracle.predict_proba(((result.best_image + 1) / 2).clamp(0, 1)).argmax(dim=1)
+    final_classes = oracle.predict_proba(((result.final_image + 1) / 2).clamp(0, 1)).argmax(dim=1)
+    return {
+        **asdict(case),
+        "key": case.key,
+        "iterations": result.guided_iterations,
+        "samples": len(generators),
+        "median_best_distance": result.best_distance.median().item(),
+        "mean_best_distance": result.best_distance.mean().item(),
+        "median_final_distance": result.final_distance.median().item(),
+        "best_distances": result.best_distance.tolist(),
+        "oracle_agreement_best": (best_classes == labels).float().mean().item(),
+        "oracle_agreement_final": (final_classes == labels).float().mean().item(),
+        "wall_s": wall,
+        "s_per_iteration": wall / result.guided_iterations,
+        "curve": sorted(curve.items()),
+    }
+
+
+def summarise(results: list[dict]) -> dict:
+    """The reference (first case), which cases match it, and the cheapest that does."""
+    reference = results[0]
+    for r in results:
+        r["matches_reference"] = r["median_best_distance"] <= reference["median_best_distance"]
+        r["iteration_fraction"] = r["iterations"] / reference["iterations"]
+    matching = [r for r in results[1:] if r["matches_reference"]]
+    cheapest = min(matching, key=lambda r: (r["iterations"], r["median_best_distance"]), default=None)
+    return {"reference": reference["key"], "cheapest_match": cheapest and cheapest["key"], "cases": results}
+
+
+def markdown_table(summary: dict) -> str:
+    header = (
+        "| schedule | w_g | post check | guided iterations | fraction of paper | median best distance "
+        "| median final distance | oracle agrees (best) | s / iteration | matches paper |"
+    )
+    lines = [header, "|" + "---|" * 10]
+    for r in sorted(summary["cases"], key=lambda r: (r["iterations"], r["w_g"])):
+        mark = "reference" if r["key"] == summary["reference"] else ("yes" if r["matches_reference"] else "no")
+        mark = f"**{mark} (cheapest)**" if r["key"] == summary["cheapest_match"] else mark
+        lines.append(
+            f"| {r['schedule']} | {r['w_g']:g} | {'on' if r['post_check'] else 'off'} | {r['iterations']} "
+            f"| {r['iteration_fraction']:.3f} | {r['median_best_distance']:.2f} | {r['median_final_distance']:.2f} "
+            f"| {r['oracle_agreement_best']:.2f} | {r['s_per_iteration']:.3f} | {mark} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    default_w_g = summary["cases"][0]["w_g"]
+    for r in summary["cases"]:
+        if r["w_g"] != default_w_g or not r["post_check"]:
+            continue  # the sweeps are in the table
+        x, y = zip(*r["curve"], strict=True)
+        style = {"color": "black", "linewidth": 2.5} if r["key"] == summary["reference"] else {"linewidth": 1.2}
+        ax.plot(x, y, label=f"{r['schedule']} ({r['iterations']})", **style)
+    reference = summary["cases"][0]
+    ax.axhline(reference["median_best_distance"], color="black", linestyle=":", linewidth=1)
+    ax.set(xscale="log", yscale="log", xlabel="guided iterations", ylabel="median best squared distance")
+    samples = reference["samples"]
+    ax.set_title(f"digits: best distance against guided iterations (w_g = {default_w_g:g}, {samples} samples)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--schedules", nargs="+", default=list(DEFAULT_SCHEDULES), help="the first is the reference")
+    parser.add_argument("--w-g", type=float, nargs="+", default=[4.0], help="the first applies to every schedule")
+    parser.add_argument("--sweep", nargs="*", default=[], help="schedules also run with every other --w-g value")
+    parser.add_argument("--no-post-check", nargs="*", default=[], help="schedules also run without the post check")
+    parser.add_argument("--per-class", type=int, default=2, help="held-out targets per digit class")
+    parser.add_argument("--limit", type=int, default=None, help="keep only the first N targets")
+    parser.add_argument("--seeds", type=int, default=2, help="samples per target (seeds 0..N-1)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/schedule_study"))
+    return parser.parse_args(argv)
+
+
+def cases(args: argparse.Namespace) -> list[Case]:
+    main_w_g, *other_w_g = args.w_g
+    chosen = [Case(s, main_w_g, True) for s in args.schedules]
+    chosen += [Case(s, w, True) for s in args.sweep for w in other_w_g]
+    chosen += [Case(s, main_w_g, False) for s in args.no_post_check]
+    for case in chosen:
+        case.parts()  # a malformed schedule fails before anything runs
+    return list(dict.fromkeys(chosen))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    todo = cases(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    oracle = DigitsOracle()
+    results = []
+    for case in todo:
+        path = args.out / f"{case.key}.json"
+        settings = {"per_class": args.per_class, "seeds": args.seeds, "limit": args.limit}
+        saved = json.loads(path.read_text()) if path.exists() else None
+        if saved is None or saved["settings"] != settings:
+            print(f"{case.key}: {case.iterations()} guided iterations ...", flush=True)
+            saved = {"settings": settings, **run_case(case, args.per_class, args.seeds, args.limit, oracle)}
+            path.write_text(json.dumps(saved) + "\n")
+        print(f"{case.key}: median best distance {saved['median_best_distance']:.3f} in {saved['wall_s']:.0f} s")
+        results.append(saved)
+    summary = summarise(results)
+    (args.out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    table = markdown_table(summary)
+    (args.out / "table.md").write_text(table + "\n")
+    plot(summary, args.out / "curve.png")
+    print(table)
+    print(f"cheapest schedule matching {summary['reference']}: {summary['cheapest_match']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""scripts/schedule_study.py at a tiny scale: every case runs, resumes from its JSON, and is summarised."""
+
+import json
+
+import pytest
+from helpers import load_script
+
+SCHEDULES = ["ddim8:2x2+1", "ddim4:1", "ddim8:1"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    script = load_script("schedule_study")
+    out = tmp_path_factory.mktemp("study")
+    argv = ["--schedules", *SCHEDULES, "--w-g", "4", "8", "--sweep", "ddim4:1", "--no-post-check", "ddim8:1"]
+    argv += ["--per-class", "1", "--limit", "2", "--seeds", "2", "--out", str(out)]
+    assert script.main(argv) == 0
+    return script, out, argv
+
+
+def test_every_case_is_run_and_tabulated(study):
+    _, out, _ = study
+    summary = json.loads((out / "results.json").read_text())
+    keys = [c["key"] for c in summary["cases"]]
+    assert keys == ["ddim8_2x2p1_wg4", "ddim4_1_wg4", "ddim8_1_wg4", "ddim4_1_wg8", "ddim8_1_wg4_nopost"]
+    assert [c["iterations"] for c in summary["cases"]] == [10, 4, 8, 4, 8]
+    for case in summary["cases"]:
+        assert case["samples"] == 4 and len(case["best_distances"]) == 4
+        iterations, medians = zip(*case["curve"], strict=True)
+        assert iterations[-1] == case["iterations"] and medians[-1] == pytest.approx(case["median_best_distance"])
+        assert list(medians) == sorted(medians, reverse=True)  # the best so far never gets worse
+        assert 0 <= case["oracle_agreement_best"] <= 1
+    table = (out / "table.md").read_text()
+    assert table.count("\n| ") == 5 and "reference" in table  # a row per case under the header
+    assert (out / "curve.png").stat().st_size > 0
+
+
+def test_the_cheapest_match_is_the_fewest_iterations_at_most_the_reference_median(study):
+    _, out, _ = study
+    summary = json.loads((out / "results.json").read_text())
+    reference = summary["cases"][0]
+    matching = [c for c in summary["cases"][1:] if c["median_best_distance"] <= reference["median_best_distance"]]
+    assert all(c["matches_reference"] == (c in matching) for c in summary["cases"][1:])
+    expected = min(matching, key=lambda c: (c["iterations"], c["median_best_distance"]))["key"] if matching else None
+    assert summary["cheapest_match"] == expected
+
+
+def test_a_second_run_reuses_the_saved_cases(study, capsys):
+    script, out, argv = study
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("ddim*.json")}
+    assert script.main(argv) == 0
+    assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("ddim*.json")}
+    assert "guided iterations ..." not in capsys.readouterr().out
+
+
+def test_a_malformed_schedule_is_refused_before_anything_runs():
+    script = load_script("schedule_study")
+    with pytest.raises(ValueError, match="ddim50x"):
+        script.main(["--schedules", "ddim50x", "--out", "/nonexistent/never"])
