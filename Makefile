@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch and torchvision first, pinned: these builds are on local disk here (see README).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help install run test test-fast bench lint format clean
+.PHONY: help install run test test-fast bench study lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test-fast: install  ## the tests without the slow subprocess ones
 
 bench: install  ## time one guided iteration and its parts (SD 1.4 shapes, random weights), e.g. ARGS="--tiny"
 	$(PY) scripts/bench.py $(ARGS)
+
+study: install  ## best distance against guided iterations on digits, paper schedule vs cheaper ones (CPU, ~45 min)
+	$(PY) scripts/schedule_study.py $(ARGS)
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -62,16 +62,18 @@ CURVE_POINTS = 400  # the curve is kept at about this many log-spaced iterations
 
 @dataclass(frozen=True)
 class Case:
-    """One schedule with one guidance weight, with or without the post-guidance check."""
+    """One schedule with one guidance weight, with the post-guidance check, thinned or not, or without."""
 
     schedule: str
     w_g: float
     post_check: bool
+    post_check_every: int = 1
 
     @property
     def key(self) -> str:
         name = self.schedule.replace(":", "_").replace("+", "p")
-        return f"{name}_wg{self.w_g:g}" + ("" if self.post_check else "_nopost")
+        post = "" if self.post_check_every == 1 else f"_post{self.post_check_every}"
+        return f"{name}_wg{self.w_g:g}" + (post if self.post_check else "_nopost")
 
     def parts(self) -> tuple[DDPMSampler | DDIMSampler, FeatureGuidance]:
         match = SPEC.match(self.schedule)
@@ -80,7 +82,8 @@ class Case:
         kind, steps, early_k, early_steps, k = match.groups()
         sampler = DDPMSampler(num_steps=int(steps)) if kind == "ddpm" else DDIMSampler(num_steps=int(steps))
         early = {"early_k": int(early_k), "early_steps": int(early_steps)} if early_k else {"early_steps": 0}
-        return sampler, FeatureGuidance(w_g=self.w_g, post_check=self.post_check, k=int(k), **early)
+        post = {"post_check": self.post_check, "post_check_every": self.post_check_every}
+        return sampler, FeatureGuidance(w_g=self.w_g, k=int(k), **post, **early)
 
     def iterations(self) -> int:
         sampler, guidance = self.parts()
@@ -116,6 +119,7 @@ def run_case(case: Case, per_class: int, seeds: int, limit: int | None, oracle: 
         **asdict(case),
         "key": case.key,
         "iterations": result.guided_iterations,
+        "feature_evaluations": result.feature_evaluations,  # decodes + extractions: pre, post checks, final
         "samples": len(generators),
         "median_best_distance": result.best_distance.median().item(),
         "mean_best_distance": result.best_distance.mean().item(),
@@ -140,6 +144,11 @@ def summarise(results: list[dict]) -> dict:
     return {"reference": reference["key"], "cheapest_match": cheapest and cheapest["key"], "cases": results}
 
 
+def post_check(case: dict) -> str:
+    every = case.get("post_check_every", 1)  # absent from results saved before the option existed
+    return "off" if not case["post_check"] else ("every" if every == 1 else f"every {every}th and last")
+
+
 def markdown_table(summary: dict) -> str:
     header = (
         "| schedule | w_g | post check | guided iterations | fraction of paper | median best distance "
@@ -150,7 +159,7 @@ def markdown_table(summary: dict) -> str:
         mark = "reference" if r["key"] == summary["reference"] else ("yes" if r["matches_reference"] else "no")
         mark = f"**{mark} (cheapest)**" if r["key"] == summary["cheapest_match"] else mark
         lines.append(
-            f"| {r['schedule']} | {r['w_g']:g} | {'on' if r['post_check'] else 'off'} | {r['iterations']} "
+            f"| {r['schedule']} | {r['w_g']:g} | {post_check(r)} | {r['iterations']} "
             f"| {r['iteration_fraction']:.3f} | {r['median_best_distance']:.2f} | {r['median_final_distance']:.2f} "
             f"| {r['oracle_agreement_best']:.2f} | {r['s_per_iteration']:.3f} | {mark} |"
         )
@@ -166,7 +175,7 @@ def plot(summary: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     default_w_g = summary["cases"][0]["w_g"]
     for r in summary["cases"]:
-        if r["w_g"] != default_w_g or not r["post_check"]:
+        if r["w_g"] != default_w_g or post_check(r) != "every":
             continue  # the sweeps are in the table
         x, y = zip(*r["curve"], strict=True)
         style = {"color": "black", "linewidth": 2.5} if r["key"] == summary["reference"] else {"linewidth": 1.2}
@@ -188,6 +197,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--w-g", type=float, nargs="+", default=[4.0], help="the first applies to every schedule")
     parser.add_argument("--sweep", nargs="*", default=[], help="schedules also run with every other --w-g value")
     parser.add_argument("--no-post-check", nargs="*", default=[], help="schedules also run without the post check")
+    parser.add_argument("--thin", nargs="*", default=[], help="schedules also run with --post-check-every")
+    parser.add_argument("--post-check-every", type=int, default=4, help="post check every N-th recurrence, and last")
     parser.add_argument("--per-class", type=int, default=2, help="held-out targets per digit class")
     parser.add_argument("--limit", type=int, default=None, help="keep only the first N targets")
     parser.add_argument("--seeds", type=int, default=2, help="samples per target (seeds 0..N-1)")
@@ -200,6 +211,7 @@ def cases(args: argparse.Namespace) -> list[Case]:
     chosen = [Case(s, main_w_g, True) for s in args.schedules]
     chosen += [Case(s, w, True) for s in args.sweep for w in other_w_g]
     chosen += [Case(s, main_w_g, False) for s in args.no_post_check]
+    chosen += [Case(s, main_w_g, True, args.post_check_every) for s in args.thin]
     for case in chosen:
         case.parts()  # a malformed schedule fails before anything runs
     return list(dict.fromkeys(chosen))

@@ -12,7 +12,8 @@ SCHEDULES = ["ddim8:2x2+1", "ddim4:1", "ddim8:1"]
 def study(tmp_path_factory):
     script = load_script("schedule_study")
     out = tmp_path_factory.mktemp("study")
-    argv = ["--schedules", *SCHEDULES, "--w-g", "4", "8", "--sweep", "ddim4:1", "--no-post-check", "ddim8:1"]
+    argv = ["--schedules", *SCHEDULES, "--w-g", "4", "8", "--sweep", "ddim4:1"]
+    argv += ["--no-post-check", "ddim8:1", "--thin", "ddim8:2x2+1", "--post-check-every", "2"]
     argv += ["--per-class", "1", "--limit", "2", "--seeds", "2", "--out", str(out)]
     assert script.main(argv) == 0
     return script, out, argv
@@ -22,16 +23,27 @@ def test_every_case_is_run_and_tabulated(study):
     _, out, _ = study
     summary = json.loads((out / "results.json").read_text())
     keys = [c["key"] for c in summary["cases"]]
-    assert keys == ["ddim8_2x2p1_wg4", "ddim4_1_wg4", "ddim8_1_wg4", "ddim4_1_wg8", "ddim8_1_wg4_nopost"]
-    assert [c["iterations"] for c in summary["cases"]] == [10, 4, 8, 4, 8]
+    assert keys == [
+        "ddim8_2x2p1_wg4",
+        "ddim4_1_wg4",
+        "ddim8_1_wg4",
+        "ddim4_1_wg8",
+        "ddim8_1_wg4_nopost",
+        "ddim8_2x2p1_wg4_post2",
+    ]
+    assert [c["iterations"] for c in summary["cases"]] == [10, 4, 8, 4, 8, 10]
     for case in summary["cases"]:
         assert case["samples"] == 4 and len(case["best_distances"]) == 4
         iterations, medians = zip(*case["curve"], strict=True)
         assert iterations[-1] == case["iterations"] and medians[-1] == pytest.approx(case["median_best_distance"])
         assert list(medians) == sorted(medians, reverse=True)  # the best so far never gets worse
         assert 0 <= case["oracle_agreement_best"] <= 1
+    evaluations = {c["key"]: c["feature_evaluations"] for c in summary["cases"]}
+    assert evaluations["ddim8_1_wg4_nopost"] == 8 + 1  # pre per iteration, and the final image
+    assert evaluations["ddim8_1_wg4"] == 2 * 8 + 1
+    assert evaluations["ddim8_2x2p1_wg4_post2"] == evaluations["ddim8_2x2p1_wg4"] - 2  # k = 0 of 2 steps unchecked
     table = (out / "table.md").read_text()
-    assert table.count("\n| ") == 5 and "reference" in table  # a row per case under the header
+    assert table.count("\n| ") == 6 and "reference" in table  # a row per case under the header
     assert (out / "curve.png").stat().st_size > 0
 
 

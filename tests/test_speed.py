@@ -143,3 +143,18 @@ def test_fast_preset_composes_with_bf16_and_every_fast_option():
     assert cfg.dtype == "bfloat16" and cfg.speed.channels_last and cfg.speed.compile
     assert cfg.speed.vae_activation_checkpointing and cfg.speed.attention == "sdpa"
     assert compose_config(["speed=fast", "dtype=float32"]).dtype == "float32"  # the command line still wins
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fast_options_on_cuda_match_the_plain_cuda_path(plain):
+    """speed=fast without bf16 (compared separately): channels_last + compile + SDPA + checkpointing on a GPU."""
+    backbone, extractor, target, _ = plain
+    cuda = torch.device("cuda")
+    backbone, extractor, target = copy.deepcopy(backbone).to(cuda), copy.deepcopy(extractor).to(cuda), target.to(cuda)
+    expected = decode(backbone, extractor, target)
+    options = SpeedOptions(channels_last=True, compile=True, vae_activation_checkpointing=True)
+    apply_speed_options(backbone, extractor, options)
+    result = decode(backbone, extractor, target)
+    torch.testing.assert_close(result.final_image, expected.final_image, rtol=0, atol=2e-2)
+    torch.testing.assert_close(result.best_distance, expected.best_distance, rtol=2e-3, atol=0)
