@@ -7,10 +7,11 @@ of the best squared distance found so far after each guided iteration (the curve
 figures, the oracle's agreement with the target's class, and the wall time. A schedule "matches"
 when its median best distance is at most the reference schedule's (the first one, the paper's).
 
-A schedule is written SAMPLER STEPS : [EARLY_K x EARLY_STEPS +] K, e.g.
+A schedule is written SAMPLER STEPS : [EARLY_K x EARLY_STEPS +] K [+ LATE_K x LATE_STEPS], e.g.
     ddpm1000:1000x5+8   the paper: DDPM over 1000 timesteps, K = 1000 for 5 steps, then 8
     ddim50:20x5+4       DDIM 50, K = 20 for 5 steps, then 4 (guidance=quick)
     ddim100:1           DDIM 100, one guided iteration per timestep
+    ddpm1000:1+8x40     DDPM 1000, K = 1, but 8 for the last 40 timesteps
 and is run with `--w-g` (several values: a sweep) and with the post-guidance check unless
 `--no-post-check` variants are asked for.
 
@@ -55,8 +56,18 @@ DEFAULT_SCHEDULES = (
     "ddim250:1",
     "ddim250:5x5+2",
     "ddim250:20x5+4",
+    "ddim1000:1",
+    "ddpm500:1",
+    "ddpm500:2",
+    "ddpm1000:20x5+1",
+    "ddpm1000:50x5+1",
+    "ddpm1000:1+2x250",
+    "ddpm1000:1+4x96",
+    "ddpm1000:1+8x40",
+    "ddpm500:1+4x100",
 )
-SPEC = re.compile(r"^(ddpm|ddim)(\d+):(?:(\d+)x(\d+)\+)?(\d+)$")
+SWEPT = ("ddim50:20x5+4", "ddim100:20x5+4", "ddpm1000:1")  # also run at every other w_g, and without post check
+SPEC = re.compile(r"^(ddpm|ddim)(\d+):(?:(\d+)x(\d+)\+)?(\d+)(?:\+(\d+)x(\d+))?$")
 CURVE_POINTS = 400  # the curve is kept at about this many log-spaced iterations
 
 
@@ -78,12 +89,16 @@ class Case:
     def parts(self) -> tuple[DDPMSampler | DDIMSampler, FeatureGuidance]:
         match = SPEC.match(self.schedule)
         if match is None:
-            raise ValueError(f"schedule '{self.schedule}' is not SAMPLER STEPS:[EARLY_KxEARLY_STEPS+]K")
-        kind, steps, early_k, early_steps, k = match.groups()
+            raise ValueError(
+                f"schedule '{self.schedule}' is not SAMPLER STEPS:[EARLY_KxEARLY_STEPS+]K[+LATE_KxLATE_STEPS]"
+            )
+        kind, steps, early_k, early_steps, k, late_k, late_steps = match.groups()
         sampler = DDPMSampler(num_steps=int(steps)) if kind == "ddpm" else DDIMSampler(num_steps=int(steps))
-        early = {"early_k": int(early_k), "early_steps": int(early_steps)} if early_k else {"early_steps": 0}
+        schedule = {"early_k": int(early_k), "early_steps": int(early_steps)} if early_k else {"early_steps": 0}
+        if late_k:
+            schedule |= {"late_k": int(late_k), "late_steps": int(late_steps)}
         post = {"post_check": self.post_check, "post_check_every": self.post_check_every}
-        return sampler, FeatureGuidance(w_g=self.w_g, k=int(k), **post, **early)
+        return sampler, FeatureGuidance(w_g=self.w_g, k=int(k), **post, **schedule)
 
     def iterations(self) -> int:
         sampler, guidance = self.parts()
@@ -194,10 +209,10 @@ def plot(summary: dict, path: Path) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--schedules", nargs="+", default=list(DEFAULT_SCHEDULES), help="the first is the reference")
-    parser.add_argument("--w-g", type=float, nargs="+", default=[4.0], help="the first applies to every schedule")
-    parser.add_argument("--sweep", nargs="*", default=[], help="schedules also run with every other --w-g value")
-    parser.add_argument("--no-post-check", nargs="*", default=[], help="schedules also run without the post check")
-    parser.add_argument("--thin", nargs="*", default=[], help="schedules also run with --post-check-every")
+    parser.add_argument("--w-g", type=float, nargs="+", default=[4.0, 1.0, 2.0, 8.0], help="the first: every schedule")
+    parser.add_argument("--sweep", nargs="*", default=list(SWEPT), help="schedules also run at every other --w-g")
+    parser.add_argument("--no-post-check", nargs="*", default=list(SWEPT), help="also run without the post check")
+    parser.add_argument("--thin", nargs="*", default=list(SWEPT[:2]), help="also run with --post-check-every")
     parser.add_argument("--post-check-every", type=int, default=4, help="post check every N-th recurrence, and last")
     parser.add_argument("--per-class", type=int, default=2, help="held-out targets per digit class")
     parser.add_argument("--limit", type=int, default=None, help="keep only the first N targets")

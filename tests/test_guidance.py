@@ -111,12 +111,29 @@ def test_paper_k_schedule_counts_12960_iterations():
     guidance = FeatureGuidance()  # the paper's defaults: K = 1000 for 5 steps, then 8
     steps = len(DDPMSampler().timesteps(1000))
     assert guidance.total_iterations(steps) == 5 * 1000 + 995 * 8 == 12_960
-    assert [guidance.recurrences(i) for i in (0, 4, 5, 999)] == [1000, 1000, 8, 8]
+    assert [guidance.recurrences(i, steps) for i in (0, 4, 5, 999)] == [1000, 1000, 8, 8]
+
+
+def test_late_steps_take_late_k_and_early_steps_win_where_they_overlap():
+    guidance = FeatureGuidance(early_steps=2, early_k=5, k=1, late_steps=3, late_k=4)
+    assert [guidance.recurrences(i, 6) for i in range(6)] == [5, 5, 1, 4, 4, 4]
+    assert guidance.total_iterations(6) == 5 + 5 + 1 + 3 * 4
+    assert [guidance.recurrences(i, 3) for i in range(3)] == [5, 5, 4]
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(k=0), dict(early_k=0), dict(early_steps=-1), dict(clip_mode="sym"), dict(w_g=-1.0), dict(direction="up")],
+    [
+        dict(k=0),
+        dict(early_k=0),
+        dict(late_k=0),
+        dict(early_steps=-1),
+        dict(late_steps=-1),
+        dict(clip_mode="sym"),
+        dict(w_g=-1.0),
+        dict(direction="up"),
+        dict(post_check_every=0),
+    ],
 )
 def test_invalid_guidance_values(kwargs):
     with pytest.raises(ConfigError):

@@ -69,3 +69,18 @@ def test_a_malformed_schedule_is_refused_before_anything_runs():
     script = load_script("schedule_study")
     with pytest.raises(ValueError, match="ddim50x"):
         script.main(["--schedules", "ddim50x", "--out", "/nonexistent/never"])
+
+
+def test_schedule_specs_name_the_paper_and_late_k_schedules():
+    script = load_script("schedule_study")
+    paper = script.Case("ddpm1000:1000x5+8", 4.0, True)
+    assert paper.iterations() == 12_960 and paper.key == "ddpm1000_1000x5p8_wg4"
+    sampler, guidance = script.Case("ddpm1000:1+8x40", 2.0, True).parts()
+    assert (sampler.num_steps, guidance.early_steps, guidance.k, guidance.late_k, guidance.late_steps) == (
+        1000,
+        0,
+        1,
+        8,
+        40,
+    )
+    assert guidance.w_g == 2.0 and script.Case("ddpm1000:1+8x40", 2.0, True).iterations() == 960 + 8 * 40

@@ -199,7 +199,7 @@ def guided_decode(
             continue
         t_prev = timesteps[step + 1] if step + 1 < len(timesteps) else -1
         abar_t, abar_prev = schedule.abar(t), schedule.abar(t_prev)
-        recurrences = guidance.recurrences(step)
+        recurrences = guidance.recurrences(step, len(timesteps))
         for k in range(start_k if step == start_step else 0, recurrences):
             counts["unet"] += 1
             if guidance.enabled:
