@@ -11,6 +11,7 @@ are random: the cost does not depend on their values.
     python scripts/bench.py --tiny --image-size 64           # tiny random components (tests)
     python scripts/bench.py --compile --channels-last --dtype bfloat16 --vae-checkpointing
     python scripts/bench.py --compare                        # every option alone and together: a table of ratios
+    python scripts/bench.py --flops-only --extractor vit_h14 # FLOPs at 512 px on the meta device, in seconds
 
 The speed options are fsa's own (fsa/speed.py, `speed.*` in the config), applied by the same function
 as in a run. `--compare` benchmarks each variant in a fresh process (so peak memory is its own) and
@@ -122,19 +123,35 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: 
     return statistics.median(times)
 
 
+def count_flops(parts: dict[str, Callable[[], object]]) -> int:
+    """FLOPs of one run of each part, summed."""
+    # The iteration's arithmetic is that of its parts (the rest is element-wise and negligible); they
+    # are counted one by one because FlopCounterMode's module hooks reject the decoder's autograd.grad.
+    # Compiled code does not dispatch aten ops one by one, so it is counted run eagerly (same arithmetic).
+    flops = 0
+    for fn in parts.values():
+        with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
+            fn()
+        flops += int(counter.get_total_flops())
+    return flops
+
+
 def run_benchmark(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
     torch.manual_seed(0)
     backbone = build_backbone(args.image_size, args.tiny).to(device)
-    extractor = build_extractor(args.extractor, args.tiny).to(device)
+    extractor = build_extractor(args.extractor, args.tiny)
+    feature_dim = extractor.feature_dim  # probed on the CPU: a meta-device probe has no values to return
+    extractor = extractor.to(device)
     apply_speed_options(backbone, extractor, speed_options(args))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    target = torch.randn(1, extractor.feature_dim, device=device).expand(args.batch, -1)
+    target = torch.randn(1, feature_dim, device=device).expand(args.batch, -1)
     z = torch.randn(args.batch, *backbone.latent_shape, device=device)
     abar_t = backbone.schedule.abar(T)
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    autocast_device = "cpu" if device.type == "meta" else device.type  # FLOPs do not depend on the dtype
+    autocast = torch.autocast(autocast_device, dtype=dtype, enabled=dtype != torch.float32 and device.type != "meta")
 
     def score(image: torch.Tensor) -> torch.Tensor:
         with autocast:
@@ -194,16 +211,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     }
     if not args.no_post_check:
         parts["post_check_s"] = post_check
+    if device.type == "meta":  # --flops-only: shapes without values, so arithmetic without time
+        return {"image_size": args.image_size, "extractor": args.extractor, "flops_per_iteration": count_flops(parts)}
     result = {"iteration_s": iteration_seconds()}
     result |= {name: median_seconds(fn, args.repeats, args.warmup, device) for name, fn in parts.items()}
-    # The iteration's arithmetic is that of its parts (the rest is element-wise and negligible); they
-    # are counted one by one because FlopCounterMode's module hooks reject the decoder's autograd.grad.
-    # Compiled code does not dispatch aten ops one by one, so it is counted run eagerly (same arithmetic).
-    flops = 0
-    for fn in parts.values():
-        with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
-            fn()
-        flops += int(counter.get_total_flops())
+    flops = count_flops(parts)
 
     parts = sum(v for k, v in result.items() if k != "iteration_s")
     if device.type == "cuda":
@@ -334,12 +346,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     options.add_argument("--vae-checkpointing", action="store_true", help="VAE decoder activation checkpointing")
     options.add_argument("--unet-checkpointing", action="store_true", help="UNet activation checkpointing")
     options.add_argument("--no-post-check", action="store_true", help="drop the post-guidance check")
+    parser.add_argument("--flops-only", action="store_true", help="count FLOPs on the meta device: no time, any size")
     parser.add_argument("--compare", nargs="*", choices=tuple(VARIANTS), default=None, help="variants (none: all)")
     args = parser.parse_args(argv)
     if args.compare is not None and not args.compare:
         args.compare = list(VARIANTS)
+    if args.flops_only:
+        args.device = "meta"
     if args.image_size is None:
-        args.image_size = 512 if args.device.startswith("cuda") else 64
+        args.image_size = 64 if args.device == "cpu" else 512
     if args.image_size % 8 or args.batch < 1 or args.repeats < 1 or args.warmup < 0:
         parser.error("need --image-size a multiple of 8, --batch >= 1, --repeats >= 1, --warmup >= 0")
     return args
@@ -358,6 +373,14 @@ def main(argv: list[str] | None = None) -> int:
             args.json.with_suffix(".md").write_text(text + "\n")
         return 0
     result = run_benchmark(args)
+    if args.flops_only:
+        tflop = result["flops_per_iteration"] / 1e12
+        print(f"{args.extractor}, {args.image_size} px: {tflop:.3f} TFLOP per guided iteration (batch {args.batch})")
+        print(f"  at the paper's {PAPER_ITERATION_S} s per iteration: {tflop / PAPER_ITERATION_S:.1f} TFLOP/s achieved")
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     print(table(result))
     text = json.dumps(result, indent=2)
     if args.json is not None:

@@ -56,6 +56,7 @@ DEFAULT_SCHEDULES = (
     "ddim250:1",
     "ddim250:5x5+2",
     "ddim250:20x5+4",
+    "ddim500:1",
     "ddim1000:1",
     "ddpm500:1",
     "ddpm500:2",
@@ -66,7 +67,8 @@ DEFAULT_SCHEDULES = (
     "ddpm1000:1+8x40",
     "ddpm500:1+4x100",
 )
-SWEPT = ("ddim50:20x5+4", "ddim100:20x5+4", "ddpm1000:1")  # also run at every other w_g, and without post check
+# Also run at every other w_g (the paper's App. B values), and without (or with a thinned) post check.
+SWEPT = ("ddim50:20x5+4", "ddim100:20x5+4", "ddim250:1", "ddim500:1", "ddim1000:1", "ddpm1000:1")
 SPEC = re.compile(r"^(ddpm|ddim)(\d+):(?:(\d+)x(\d+)\+)?(\d+)(?:\+(\d+)x(\d+))?$")
 CURVE_POINTS = 400  # the curve is kept at about this many log-spaced iterations
 
@@ -182,36 +184,55 @@ def markdown_table(summary: dict) -> str:
 
 
 def plot(summary: dict, path: Path) -> None:
+    """Left: median best distance against guided iterations, a curve per schedule at the first w_g.
+    Right: where every case ends, by w_g; the paper's median and a tenth of its iterations dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    default_w_g = summary["cases"][0]["w_g"]
-    for r in summary["cases"]:
-        if r["w_g"] != default_w_g or post_check(r) != "every":
-            continue  # the sweeps are in the table
-        x, y = zip(*r["curve"], strict=True)
-        style = {"color": "black", "linewidth": 2.5} if r["key"] == summary["reference"] else {"linewidth": 1.2}
-        ax.plot(x, y, label=f"{r['schedule']} ({r['iterations']})", **style)
     reference = summary["cases"][0]
-    ax.axhline(reference["median_best_distance"], color="black", linestyle=":", linewidth=1)
-    ax.set(xscale="log", yscale="log", xlabel="guided iterations", ylabel="median best squared distance")
-    samples = reference["samples"]
-    ax.set_title(f"digits: best distance against guided iterations (w_g = {default_w_g:g}, {samples} samples)")
-    ax.legend(fontsize=7, ncol=2)
+    fig, (curves, ends) = plt.subplots(1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [3, 2]})
+    for r in summary["cases"]:
+        if r["w_g"] != reference["w_g"] or post_check(r) != "every":
+            continue
+        x, y = zip(*r["curve"], strict=True)
+        style = {"color": "black", "linewidth": 2.5} if r["key"] == summary["reference"] else {"linewidth": 1.1}
+        curves.plot(x, y, label=f"{r['schedule']} ({r['iterations']})", **style)
+    curves.set_title(
+        f"median best distance during the run (w_g = {reference['w_g']:g}, {reference['samples']} samples)"
+    )
+    curves.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    w_gs = sorted({r["w_g"] for r in summary["cases"]})
+    colours = plt.get_cmap("viridis")
+    for i, w_g in enumerate(w_gs):
+        cases = [r for r in summary["cases"] if r["w_g"] == w_g and post_check(r) == "every"]
+        ends.scatter(
+            [r["iterations"] for r in cases],
+            [r["median_best_distance"] for r in cases],
+            color=colours(i / max(len(w_gs) - 1, 1)),
+            label=f"w_g = {w_g:g}",
+            s=22,
+        )
+    ends.axvline(reference["iterations"] / 10, color="grey", linestyle=":", linewidth=1)
+    ends.set_title("every schedule at its end")
+    ends.legend(fontsize=8)
+    for ax in (curves, ends):
+        ax.axhline(reference["median_best_distance"], color="black", linestyle=":", linewidth=1)
+        ax.set(xscale="log", yscale="log", xlabel="guided iterations", ylabel="median best squared distance")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--schedules", nargs="+", default=list(DEFAULT_SCHEDULES), help="the first is the reference")
-    parser.add_argument("--w-g", type=float, nargs="+", default=[4.0, 1.0, 2.0, 8.0], help="the first: every schedule")
+    parser.add_argument(
+        "--w-g", type=float, nargs="+", default=[4.0, 0.5, 1.0, 2.0, 8.0], help="the first: every schedule"
+    )
     parser.add_argument("--sweep", nargs="*", default=list(SWEPT), help="schedules also run at every other --w-g")
-    parser.add_argument("--no-post-check", nargs="*", default=list(SWEPT), help="also run without the post check")
+    parser.add_argument("--no-post-check", nargs="*", default=list(SWEPT[:2]), help="also run without the post check")
     parser.add_argument("--thin", nargs="*", default=list(SWEPT[:2]), help="also run with --post-check-every")
     parser.add_argument("--post-check-every", type=int, default=4, help="post check every N-th recurrence, and last")
     parser.add_argument("--per-class", type=int, default=2, help="held-out targets per digit class")

@@ -60,3 +60,13 @@ def test_bench_speed_options_and_compare(tmp_path, capsys):
     table = out.with_suffix(".md").read_text()
     assert table.count("\n| ") == 4 and "| faithful |" in table and "| 1.00x |" in table
     assert "speed-up" in capsys.readouterr().out
+
+
+def test_flops_only_counts_on_the_meta_device_what_a_timed_run_counts(tmp_path):
+    bench = load_script("bench")
+    common = ["--tiny", "--image-size", "64", "--repeats", "1", "--warmup", "0"]
+    assert bench.main([*common, "--device", "cpu", "--json", str(tmp_path / "cpu.json")]) == 0
+    assert bench.main([*common, "--flops-only", "--json", str(tmp_path / "meta.json")]) == 0
+    timed, counted = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("cpu", "meta"))
+    # Within 2 %: on the CPU the SDPA backward is decomposed into counted matmuls; on meta it is one op.
+    assert counted["flops_per_iteration"] == pytest.approx(timed["flops_per_iteration"], rel=0.02)

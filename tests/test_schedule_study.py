@@ -3,7 +3,8 @@
 import json
 
 import pytest
-from helpers import load_script
+from helpers import compose_config, load_script
+from hydra.utils import instantiate
 
 SCHEDULES = ["ddim8:2x2+1", "ddim4:1", "ddim8:1"]
 
@@ -84,3 +85,11 @@ def test_schedule_specs_name_the_paper_and_late_k_schedules():
         40,
     )
     assert guidance.w_g == 2.0 and script.Case("ddpm1000:1+8x40", 2.0, True).iterations() == 960 + 8 * 40
+
+
+def test_the_minutes_preset_is_the_study_schedule_it_is_named_after():
+    """`sampler=ddim1000 guidance=k1` composes to exactly the study's ddim1000:1 case at the paper's w_g."""
+    cfg = compose_config(["sampler=ddim1000", "guidance=k1"])
+    sampler, guidance = load_script("schedule_study").Case("ddim1000:1", 4.0, True).parts()
+    assert instantiate(cfg.sampler) == sampler and instantiate(cfg.guidance) == guidance
+    assert guidance.total_iterations(len(sampler.timesteps(1000))) == 1000
