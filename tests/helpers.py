@@ -5,6 +5,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+from diffusers import UNet2DModel
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -49,3 +50,29 @@ class TinyImageExtractor(FeatureExtractor):
         torch.manual_seed(0)
         self.network = nn.Sequential(nn.Conv2d(3, dim, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.freeze()
+
+
+class SmallConvExtractor(FeatureExtractor):
+    """Two random strided convs (32 px input, 32-d features): cheap, but with a real gradient path."""
+
+    def __init__(self) -> None:
+        super().__init__("small", 32, IMAGENET_MEAN, IMAGENET_STD)
+        torch.manual_seed(1)
+        self.network = nn.Sequential(nn.Conv2d(3, 8, 3, 2), nn.ReLU(), nn.Conv2d(8, 8, 3, 2), nn.AdaptiveAvgPool2d(2))
+        self.freeze()
+
+
+def tiny_pixel_unet(channels: int, size: int, widths: tuple[int, int] = (4, 8)) -> UNet2DModel:
+    """A random two-level diffusers UNet2DModel with attention at the lower level."""
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=widths,
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=4,
+    )

@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler
+from helpers import tiny_pixel_unet
 
 from fsa.diffusion.backbones import (
     CLIP_EOT,
@@ -46,16 +47,7 @@ def test_empty_prompt_is_sot_then_eot_padding():
 
 
 def test_pixel_model_round_trips_and_grey_images_become_rgb(tmp_path):
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    )
+    unet = tiny_pixel_unet(channels=1, size=8)
     unet.save_pretrained(tmp_path / "unet")
     DDPMScheduler(num_train_timesteps=100).save_pretrained(tmp_path / "scheduler")
     model = load_pixel_diffusion(str(tmp_path), subfolder="unet")

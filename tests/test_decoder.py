@@ -2,27 +2,18 @@
 
 import pytest
 import torch
-from torch import nn
+from helpers import SmallConvExtractor
 
 from fsa.diffusion.backbones import build_tiny_latent_diffusion
 from fsa.diffusion.samplers import DDIMSampler, DDPMSampler
-from fsa.extractors.base import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor
 from fsa.guidance.decoder import POST, PRE, guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance
-
-
-class SmallExtractor(FeatureExtractor):
-    def __init__(self) -> None:
-        super().__init__("small", 32, IMAGENET_MEAN, IMAGENET_STD)
-        torch.manual_seed(1)
-        self.network = nn.Sequential(nn.Conv2d(3, 8, 3, 2), nn.ReLU(), nn.Conv2d(8, 8, 3, 2), nn.AdaptiveAvgPool2d(2))
-        self.freeze()
 
 
 @pytest.fixture(scope="module")
 def setup():
     backbone = build_tiny_latent_diffusion(num_train_timesteps=1000)
-    extractor = SmallExtractor()
+    extractor = SmallConvExtractor()
     target = extractor(
         extractor.prepare_generated(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5)) * 2 - 1)
     )

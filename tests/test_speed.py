@@ -5,28 +5,16 @@ import copy
 import pytest
 import torch
 import yaml
-from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
-from helpers import compose_config
-from torch import nn
+from helpers import SmallConvExtractor, compose_config, tiny_pixel_unet
 
 from fsa.diffusion.backbones import PixelDiffusion, build_tiny_latent_diffusion
 from fsa.diffusion.samplers import DDIMSampler
 from fsa.diffusion.schedule import NoiseSchedule
-from fsa.extractors.base import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor
 from fsa.guidance.decoder import POST, guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance
 from fsa.runner import run
 from fsa.speed import SpeedOptions, apply_speed_options
-
-
-class ConvExtractor(FeatureExtractor):
-    def __init__(self) -> None:
-        super().__init__("conv", 32, IMAGENET_MEAN, IMAGENET_STD)
-        torch.manual_seed(1)
-        self.network = nn.Sequential(nn.Conv2d(3, 8, 3, 2), nn.ReLU(), nn.Conv2d(8, 8, 3, 2), nn.AdaptiveAvgPool2d(2))
-        self.freeze()
-
 
 GUIDANCE = FeatureGuidance(early_steps=1, early_k=3, k=2)  # 9 guided iterations over DDIM 4
 
@@ -40,7 +28,7 @@ def decode(backbone, extractor, target, guidance=GUIDANCE, steps=4, seeds=(0, 1)
 @pytest.fixture(scope="module")
 def plain():
     """Tiny latent model and conv extractor, and their decode with every option off."""
-    backbone, extractor = build_tiny_latent_diffusion(num_train_timesteps=1000), ConvExtractor()
+    backbone, extractor = build_tiny_latent_diffusion(num_train_timesteps=1000), SmallConvExtractor()
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5)) * 2 - 1
     target = extractor(extractor.prepare_generated(image))
     return backbone, extractor, target, decode(backbone, extractor, target)
@@ -84,25 +72,13 @@ def test_options_reach_the_networks(plain):
 
 
 def small_pixel_model() -> PixelDiffusion:
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=16,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-        attention_head_dim=4,
-    )
-    return PixelDiffusion(unet, NoiseSchedule.make())
+    return PixelDiffusion(tiny_pixel_unet(channels=3, size=16, widths=(8, 16)), NoiseSchedule.make())
 
 
 @pytest.mark.slow
 def test_compile_matches_the_plain_path():
     """torch.compile of the UNet and the extractor, forward and backward (about 40 s of compiling on 2 cores)."""
-    backbone, extractor = small_pixel_model(), ConvExtractor()
+    backbone, extractor = small_pixel_model(), SmallConvExtractor()
     target = torch.randn(1, extractor.feature_dim, generator=torch.Generator().manual_seed(3))
     guidance = FeatureGuidance(early_steps=0, k=2)
     expected = decode(backbone, extractor, target, guidance, steps=2, seeds=(0,))
