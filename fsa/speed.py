@@ -54,17 +54,13 @@ class SpeedOptions:
         return [f"{name}={value}" for name, value in vars(self).items() if value != getattr(defaults, name)]
 
 
-def _networks(backbone: DiffusionBackbone) -> dict[str, nn.Module]:
-    """The backbone's networks that the guided iteration runs, by role."""
-    networks: dict[str, nn.Module] = {"unet": backbone.unet}
-    if isinstance(backbone, LatentDiffusion):
-        networks["vae_decoder"] = backbone.vae.decoder
-    return networks
+def _networks(backbone: DiffusionBackbone) -> list[nn.Module]:
+    """The backbone's networks that the guided iteration runs: the UNet, and a latent model's VAE decoder."""
+    return [backbone.unet, backbone.vae.decoder] if isinstance(backbone, LatentDiffusion) else [backbone.unet]
 
 
 def apply_speed_options(backbone: DiffusionBackbone, extractor: FeatureExtractor, options: SpeedOptions) -> None:
     """Set the options on the (frozen, already placed) networks, in place. Call once, before decoding."""
-    networks = _networks(backbone)
     processor = AttnProcessor2_0() if options.attention == "sdpa" else AttnProcessor()
     for module in backbone.modules():
         if isinstance(module, Attention):
@@ -82,5 +78,5 @@ def apply_speed_options(backbone: DiffusionBackbone, extractor: FeatureExtractor
     if options.compile:
         # Module.compile compiles each network's forward in place: the modules stay what they were
         # (configs, hooks, state dicts), and the decoder's autograd.grad runs through the compiled graphs.
-        for module in [*networks.values(), extractor]:
+        for module in [*_networks(backbone), extractor]:
             module.compile(dynamic=False)

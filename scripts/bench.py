@@ -293,6 +293,7 @@ def speed_options(args: argparse.Namespace) -> SpeedOptions:
 
 def compare(args: argparse.Namespace, argv: list[str]) -> list[dict]:
     """Each variant of `args.compare` in a fresh process with the common arguments; their figures."""
+    # The caller's arguments but --compare's; the --json added last wins over the caller's.
     common = [a for a in argv if a not in ("--compare", *args.compare)]
     results = []
     with tempfile.TemporaryDirectory() as folder:
@@ -364,30 +365,27 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.compare is not None:
-        results = compare(args, argv)
-        text = comparison_table(results)
-        print(text)
-        if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=2) + "\n")
-            args.json.with_suffix(".md").write_text(text + "\n")
-        return 0
-    result = run_benchmark(args)
-    if args.flops_only:
-        tflop = result["flops_per_iteration"] / 1e12
-        print(f"{args.extractor}, {args.image_size} px: {tflop:.3f} TFLOP per guided iteration (batch {args.batch})")
-        print(f"  at the paper's {PAPER_ITERATION_S} s per iteration: {tflop / PAPER_ITERATION_S:.1f} TFLOP/s achieved")
-        if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=2) + "\n")
-        return 0
-    print(table(result))
-    text = json.dumps(result, indent=2)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+        figures: dict | list[dict] = compare(args, argv)
+        text = comparison_table(figures)
+    elif args.flops_only:
+        figures = run_benchmark(args)
+        tflop = figures["flops_per_iteration"] / 1e12
+        text = (
+            f"{args.extractor}, {args.image_size} px: {tflop:.3f} TFLOP per guided iteration (batch {args.batch})\n"
+            f"  at the paper's {PAPER_ITERATION_S} s per iteration: {tflop / PAPER_ITERATION_S:.1f} TFLOP/s achieved"
+        )
     else:
-        print(text)
+        figures = run_benchmark(args)
+        text = table(figures)
+    print(text)
+    if args.json is None:
+        if args.compare is None and not args.flops_only:
+            print(json.dumps(figures, indent=2))
+        return 0
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    if args.compare is not None:
+        args.json.with_suffix(".md").write_text(text + "\n")
     return 0
 
 

@@ -34,7 +34,7 @@ import torch
 
 from fsa import ASSETS_DIR
 from fsa.data.digits import DigitsTargets
-from fsa.diffusion.backbones import load_pixel_diffusion
+from fsa.diffusion.backbones import PixelDiffusion, load_pixel_diffusion
 from fsa.diffusion.samplers import DDIMSampler, DDPMSampler
 from fsa.evaluation import DigitsOracle
 from fsa.extractors.digits_cnn import DigitsCNNExtractor
@@ -107,16 +107,31 @@ class Case:
         return guidance.total_iterations(sampler.num_steps)
 
 
-def run_case(case: Case, per_class: int, seeds: int, limit: int | None, oracle: DigitsOracle) -> dict:
-    """Decode every target from seeds 0..seeds-1 with this case's sampler and guidance."""
+@dataclass
+class Setup:
+    """The embedded digits models, the targets (one row per sample) and the oracle: loaded once."""
+
+    backbone: PixelDiffusion
+    extractor: DigitsCNNExtractor
+    features: torch.Tensor  # (N, 64): each target repeated once per seed
+    labels: torch.Tensor  # (N,)
+    seeds: list[int]  # sample i of every target starts from seed i, as in fsa's runner
+    oracle: DigitsOracle
+
+
+def load_setup(per_class: int, seeds: int, limit: int | None) -> Setup:
     backbone = load_pixel_diffusion(str(ASSETS_DIR / "digits" / "ddpm"), subfolder="unet")
     extractor = DigitsCNNExtractor()
     targets = DigitsTargets(per_class=per_class, limit=limit).load(extractor)
-    sampler, guidance = case.parts()
-    # Sample i of every target starts from seed i, as in fsa's runner; all targets go in one batch.
     features = torch.stack([t.feature for t in targets]).repeat_interleave(seeds, dim=0)
     labels = torch.tensor([t.label for t in targets]).repeat_interleave(seeds)
-    generators = [torch.Generator().manual_seed(i) for _ in targets for i in range(seeds)]
+    return Setup(backbone, extractor, features, labels, list(range(seeds)) * len(targets), DigitsOracle())
+
+
+def run_case(case: Case, setup: Setup) -> dict:
+    """Decode every target from each seed (all in one batch) with this case's sampler and guidance."""
+    sampler, guidance = case.parts()
+    generators = [torch.Generator().manual_seed(seed) for seed in setup.seeds]
 
     total = case.iterations()
     keep = {round(x) for x in torch.logspace(0, torch.log10(torch.tensor(float(total))), CURVE_POINTS).tolist()}
@@ -128,10 +143,15 @@ def run_case(case: Case, per_class: int, seeds: int, limit: int | None, oracle: 
             curve[done] = evaluation.best_distance.median().item()
 
     start = time.perf_counter()
-    result = guided_decode(backbone, sampler, guidance, extractor, features, generators, callback=record)
+    result = guided_decode(
+        setup.backbone, sampler, guidance, setup.extractor, setup.features, generators, callback=record
+    )
     wall = time.perf_counter() - start
-    best_classes = oracle.predict_proba(((result.best_image + 1) / 2).clamp(0, 1)).argmax(dim=1)
-    final_classes = oracle.predict_proba(((result.final_image + 1) / 2).clamp(0, 1)).argmax(dim=1)
+
+    def oracle_agreement(images: torch.Tensor) -> float:
+        classes = setup.oracle.predict_proba(((images + 1) / 2).clamp(0, 1)).argmax(dim=1)
+        return (classes == setup.labels).float().mean().item()
+
     return {
         **asdict(case),
         "key": case.key,
@@ -142,8 +162,8 @@ def run_case(case: Case, per_class: int, seeds: int, limit: int | None, oracle: 
         "mean_best_distance": result.best_distance.mean().item(),
         "median_final_distance": result.final_distance.median().item(),
         "best_distances": result.best_distance.tolist(),
-        "oracle_agreement_best": (best_classes == labels).float().mean().item(),
-        "oracle_agreement_final": (final_classes == labels).float().mean().item(),
+        "oracle_agreement_best": oracle_agreement(result.best_image),
+        "oracle_agreement_final": oracle_agreement(result.final_image),
         "wall_s": wall,
         "s_per_iteration": wall / result.guided_iterations,
         "curve": sorted(curve.items()),
@@ -257,15 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     todo = cases(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    oracle = DigitsOracle()
+    setup = None  # loaded when a case has to run (not when every case is saved already)
+    settings = {"per_class": args.per_class, "seeds": args.seeds, "limit": args.limit}
     results = []
     for case in todo:
         path = args.out / f"{case.key}.json"
-        settings = {"per_class": args.per_class, "seeds": args.seeds, "limit": args.limit}
         saved = json.loads(path.read_text()) if path.exists() else None
         if saved is None or saved["settings"] != settings:
             print(f"{case.key}: {case.iterations()} guided iterations ...", flush=True)
-            saved = {"settings": settings, **run_case(case, args.per_class, args.seeds, args.limit, oracle)}
+            setup = setup or load_setup(args.per_class, args.seeds, args.limit)
+            saved = {"settings": settings, **run_case(case, setup)}
             path.write_text(json.dumps(saved) + "\n")
         print(f"{case.key}: median best distance {saved['median_best_distance']:.3f} in {saved['wall_s']:.0f} s")
         results.append(saved)
