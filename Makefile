@@ -31,7 +31,7 @@ test-fast: install  ## the tests without the slow subprocess ones
 bench: install  ## time one guided iteration and its parts (SD 1.4 shapes, random weights), e.g. ARGS="--tiny"
 	$(PY) scripts/bench.py $(ARGS)
 
-study: install  ## best distance against guided iterations on digits, paper schedule vs cheaper ones (CPU, ~45 min)
+study: install  ## best distance against guided iterations on digits, paper schedule vs cheaper ones (CPU, ~75 min)
 	$(PY) scripts/schedule_study.py $(ARGS)
 
 lint: install  ## ruff

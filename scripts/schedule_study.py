@@ -15,7 +15,7 @@ A schedule is written SAMPLER STEPS : [EARLY_K x EARLY_STEPS +] K [+ LATE_K x LA
 and is run with `--w-g` (several values: a sweep) and with the post-guidance check unless
 `--no-post-check` variants are asked for.
 
-    python scripts/schedule_study.py                          # the full study, about 45 min on 2 cores
+    python scripts/schedule_study.py                          # the full study, about 75 min on 2 cores
     python scripts/schedule_study.py --schedules ddim50:1 ddim50:20x5+4 --per-class 1 --seeds 1
 
 Results (one JSON per case, so an interrupted study resumes), `table.md`, `results.json` and
