@@ -44,8 +44,9 @@ from fsa.guidance.feature_guidance import FeatureGuidance, squared_distance
 from fsa.speed import ATTENTION, SpeedOptions, apply_speed_options
 
 PAPER_ITERATIONS = 12_960  # 5 * 1000 + 995 * 8 guided iterations per run
-PAPER_RUN_S = 8_830.0  # RTX 3090, CLIP RN50, fp32, batch 1, 512 px
-PAPER_ITERATION_S = 0.68
+# The paper's time per run (RTX 3090, fp32, batch 1, 512 px) and GPU memory, per extractor.
+PAPER_RUN_S = {"clip_rn50": 8_830.0, "resnet50": 8_951.0, "vit_h14": 16_897.0}
+PAPER_MEMORY_GB = {"clip_rn50": 15.1, "resnet50": 14.9, "vit_h14": 19.6}
 EXTRACTORS = ("clip_rn50", "resnet50", "vit_h14")
 T = 500  # the timestep: the cost does not depend on it
 # --compare: each option alone, then together (speed=fast). Flags are added to the common ones.
@@ -59,6 +60,11 @@ VARIANTS = {
     "no_post_check": ["--no-post-check"],
     "batch4": ["--batch", "4"],
     "fast": ["--dtype", "bfloat16", "--channels-last", "--compile", "--vae-checkpointing"],
+    # speed=fast without torch.compile, whose compilation of SD's UNet, VAE and extractor (forward and
+    # backward) took more than two minutes per process on an H200 with 16 CPU cores.
+    "fast_eager": ["--dtype", "bfloat16", "--channels-last", "--vae-checkpointing"],
+    # For memory: fast_eager with the UNet's activations recomputed in the backward pass too.
+    "lean": ["--dtype", "bfloat16", "--channels-last", "--vae-checkpointing", "--unet-checkpointing"],
 }
 
 
@@ -140,9 +146,12 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
     torch.manual_seed(0)
-    backbone = build_backbone(args.image_size, args.tiny).to(device)
-    extractor = build_extractor(args.extractor, args.tiny)
-    feature_dim = extractor.feature_dim  # probed on the CPU: a meta-device probe has no values to return
+    # On CUDA the random weights are made there (SD's UNet and ViT-H/14 initialise in seconds instead of
+    # a minute on the CPU); a meta-device probe has no values to return, so --flops-only builds on the CPU.
+    with torch.device(device if device.type == "cuda" else "cpu"):
+        backbone = build_backbone(args.image_size, args.tiny).to(device)
+        extractor = build_extractor(args.extractor, args.tiny)
+        feature_dim = extractor.feature_dim
     extractor = extractor.to(device)
     apply_speed_options(backbone, extractor, speed_options(args))
     if device.type == "cuda":
@@ -225,6 +234,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     achieved = flops / result["iteration_s"] / 1e12
     peak_fraction = achieved / args.peak_tflops if args.peak_tflops and device.type == "cuda" else None
     projected = PAPER_ITERATIONS * result["iteration_s"]
+    paper_run_s = PAPER_RUN_S["clip_rn50" if args.tiny else args.extractor]
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": args.dtype,
@@ -249,9 +259,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "peak_memory_kind": memory_kind,
         "iterations_per_run": PAPER_ITERATIONS,
         "projected_run_s": projected,
-        "paper_run_s": PAPER_RUN_S,
-        "paper_iteration_s": PAPER_ITERATION_S,
-        "projected_over_paper": projected / PAPER_RUN_S,
+        "paper_run_s": paper_run_s,
+        "paper_iteration_s": paper_run_s / PAPER_ITERATIONS,
+        "projected_over_paper": projected / paper_run_s,
     }
 
 
@@ -260,7 +270,7 @@ def table(r: dict) -> str:
         ("setting", f"{r['backbone']}, {r['extractor']}, {r['image_size']} px, batch {r['batch']}, {r['dtype']}"),
         ("speed options", ", ".join(r["speed_options"]) or "none (paper-faithful)"),
         ("device", r["device"]),
-        ("guided iteration", f"{r['iteration_s']:.4f} s   (paper: {PAPER_ITERATION_S} s on an RTX 3090)"),
+        ("guided iteration", f"{r['iteration_s']:.4f} s   (paper: {r['paper_iteration_s']:.2f} s on an RTX 3090)"),
         ("  per sample", f"{r['sample_iteration_s']:.4f} s   (batch {r['batch']})"),
         ("  UNet fwd+bwd", f"{r['unet_fwd_bwd_s']:.4f} s"),
         ("  VAE decode fwd+bwd", f"{r['vae_decode_fwd_bwd_s']:.4f} s"),
@@ -275,7 +285,7 @@ def table(r: dict) -> str:
     rows += [
         ("peak memory", f"{r['peak_memory_bytes'] / 2**30:.2f} GiB   ({r['peak_memory_kind']})"),
         ("projected run", f"{r['projected_run_s']:.0f} s = {PAPER_ITERATIONS} x iteration"),
-        ("paper run", f"{PAPER_RUN_S:.0f} s   (projected / paper = {r['projected_over_paper']:.2f})"),
+        ("paper run", f"{r['paper_run_s']:.0f} s   (projected / paper = {r['projected_over_paper']:.2f})"),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -292,23 +302,41 @@ def speed_options(args: argparse.Namespace) -> SpeedOptions:
 
 
 def compare(args: argparse.Namespace, argv: list[str]) -> list[dict]:
-    """Each variant of `args.compare` in a fresh process with the common arguments; their figures."""
+    """Each variant of `args.compare` in a fresh process with the common arguments; their figures.
+
+    A variant that fails is recorded with its error and the others still run. With --json the figures so
+    far are rewritten after every variant, so a run cut short (a time limit) keeps what it measured."""
     # The caller's arguments but --compare's; the --json added last wins over the caller's.
     common = [a for a in argv if a not in ("--compare", *args.compare)]
-    results = []
+    results: list[dict] = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.compare:
             out = Path(folder) / f"{name}.json"
             command = [sys.executable, __file__, *common, *VARIANTS[name], "--json", str(out)]
             print(f"--- {name}: {' '.join(VARIANTS[name]) or 'all options off'}", flush=True)
-            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-            results.append({"variant": name, **json.loads(out.read_text())})
+            done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if done.returncode == 0:
+                results.append({"variant": name, **json.loads(out.read_text())})
+            else:
+                error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+                print(done.stderr[-4000:], file=sys.stderr)
+                results.append({"variant": name, "error": error})
+            if args.json is not None:
+                write_json(args.json, results)
     return results
+
+
+def write_json(path: Path, figures: dict | list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 def comparison_table(results: list[dict]) -> str:
     """Markdown: per variant, seconds per iteration and per sample-iteration, speed-up, memory."""
-    base = results[0]
+    measured = [r for r in results if "error" not in r]
+    if not measured:
+        return "\n".join(f"{r['variant']}: failed ({r['error']})" for r in results)
+    base = measured[0]
     lines = [
         f"{base['backbone']}, {base['extractor']}, {base['image_size']} px, on {base['device']}; "
         f"speed-up and memory relative to '{base['variant']}'",
@@ -318,6 +346,9 @@ def comparison_table(results: list[dict]) -> str:
         "|" + "---|" * 8,
     ]
     for r in results:
+        if "error" in r:
+            lines.append(f"| {r['variant']} | failed: {r['error']} |" + " |" * 6)
+            continue
         lines.append(
             f"| {r['variant']} | {r['iteration_s']:.4f} | {r['sample_iteration_s']:.4f} "
             f"| {base['sample_iteration_s'] / r['sample_iteration_s']:.2f}x | {r['overhead_ratio']:.3f} "
@@ -370,9 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.flops_only:
         figures = run_benchmark(args)
         tflop = figures["flops_per_iteration"] / 1e12
+        paper_s = PAPER_RUN_S[args.extractor] / PAPER_ITERATIONS
         text = (
             f"{args.extractor}, {args.image_size} px: {tflop:.3f} TFLOP per guided iteration (batch {args.batch})\n"
-            f"  at the paper's {PAPER_ITERATION_S} s per iteration: {tflop / PAPER_ITERATION_S:.1f} TFLOP/s achieved"
+            f"  at the paper's {paper_s:.2f} s per iteration: {tflop / paper_s:.1f} TFLOP/s achieved"
         )
     else:
         figures = run_benchmark(args)
@@ -381,12 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is None:
         if args.compare is None and not args.flops_only:
             print(json.dumps(figures, indent=2))
-        return 0
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    if args.compare is not None:
-        args.json.with_suffix(".md").write_text(text + "\n")
-    return 0
+    else:
+        write_json(args.json, figures)
+        if args.compare is not None:
+            args.json.with_suffix(".md").write_text(text + "\n")
+    failed = args.compare is not None and any("error" in r for r in figures)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Compose the project's real configs (never a parallel test config), as Hydra's runtime would."""
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -35,7 +36,10 @@ def compose_config(overrides: list[str], output_dir: Path | None = None) -> Dict
 
 
 def load_script(name: str) -> ModuleType:
-    """A script of scripts/ as a module (they are programs, not a package)."""
+    """A script of scripts/ as a module (they are programs, not a package). As when one runs, scripts/
+    is on the import path, so a script can import another (gpu_figures imports bench)."""
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.append(str(ROOT / "scripts"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -50,16 +50,67 @@ def test_bench_speed_options_and_compare(tmp_path, capsys):
     bench = load_script("bench")
     out = tmp_path / "compare.json"
     common = ["--tiny", "--image-size", "64", "--repeats", "1", "--warmup", "0", "--device", "cpu"]
-    assert bench.main([*common, "--compare", "faithful", "channels_last", "no_post_check", "--json", str(out)]) == 0
+    variants = ["faithful", "broken", "channels_last", "no_post_check"]
+    # A variant whose process fails is recorded with its error, and the others still run (exit 1).
+    bench.VARIANTS["broken"] = ["--attention", "no-such-kernel"]
+    assert bench.main([*common, "--compare", *variants, "--json", str(out)]) == 1
 
     results = json.loads(out.read_text())
-    assert [r["variant"] for r in results] == ["faithful", "channels_last", "no_post_check"]
+    assert [r["variant"] for r in results] == variants
+    assert "no-such-kernel" in results[1]["error"] and "iteration_s" not in results[1]
     assert results[0]["speed_options"] == [] and results[0]["post_check"]
-    assert results[1]["speed_options"] == ["channels_last=True"]
-    assert not results[2]["post_check"] and results[2]["post_check_s"] == 0
+    assert results[2]["speed_options"] == ["channels_last=True"]
+    assert not results[3]["post_check"] and results[3]["post_check_s"] == 0
     table = out.with_suffix(".md").read_text()
-    assert table.count("\n| ") == 4 and "| faithful |" in table and "| 1.00x |" in table
+    assert table.count("\n| ") == 5 and "| faithful |" in table and "| 1.00x |" in table
+    assert "| broken | failed: " in table
     assert "speed-up" in capsys.readouterr().out
+
+
+def record(variant: str, extractor: str, batch: int, sample_s: float, overhead: float, peak_gb: float) -> dict:
+    paper_s = {"clip_rn50": 8_830.0, "vit_h14": 16_897.0}[extractor] / 12_960
+    return {
+        "variant": variant,
+        "backbone": "sd-1.4 shapes (random weights)",
+        "extractor": extractor,
+        "image_size": 512,
+        "device": "a GPU",
+        "batch": batch,
+        "iteration_s": sample_s * batch,
+        "projected_run_s": 12_960 * sample_s * batch,
+        "sample_iteration_s": sample_s,
+        "overhead_ratio": overhead,
+        "peak_memory_bytes": peak_gb * 1e9,
+        "paper_iteration_s": paper_s,
+    }
+
+
+def test_gpu_figures_judges_each_goal_on_what_was_measured(tmp_path):
+    figures = load_script("gpu_figures")
+    tables = {
+        "bench_clip_rn50": [record("faithful", "clip_rn50", 1, 0.2, 1.05, 11.0), {"variant": "fast", "error": "x"}],
+        "batch3_clip_rn50": [
+            record("fast_eager", "clip_rn50", 3, 0.1, 1.0, 12.0),
+            record("lean", "clip_rn50", 3, 0.12, 1.0, 8.0),
+        ],
+        "bench_vit_h14": [record("faithful", "vit_h14", 1, 0.4, 1.2, 15.0)],
+    }
+    for name, results in tables.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(results))
+    (tmp_path / "digits_cuda_summary.json").write_text(json.dumps({"status": "complete"}))  # not a comparison
+    verdicts = {v["goal"]: v["met"] for v in figures.goals(figures.load(tmp_path))}
+    assert verdicts == {
+        "clip_rn50: faithful overhead ratio": True,
+        "clip_rn50: fast, batch 1: speed-up over the paper per sample-iteration": None,  # its run failed
+        "clip_rn50: fast_eager, batch 3: speed-up over the paper per sample-iteration": True,  # 0.68 / 0.1
+        "clip_rn50: fast_eager, batch 3: peak GB": False,
+        "clip_rn50: lean, batch 3: peak GB": True,
+        "vit_h14: faithful overhead ratio": False,
+        "vit_h14: fast, batch 1: speed-up over the paper per sample-iteration": None,
+    }
+    assert figures.main([str(tmp_path)]) == 1  # not every goal met
+    assert "| vit_h14: faithful overhead ratio | 1.2 | 1.1 | **no** |" in (tmp_path / "gpu_figures.md").read_text()
+    assert json.loads((tmp_path / "gpu_figures.json").read_text())["goals"][0]["measured"] == 1.05
 
 
 def test_flops_only_counts_on_the_meta_device_what_a_timed_run_counts(tmp_path):

