@@ -1,16 +1,27 @@
-"""The `fsa` command: a thin Hydra entry that hands the composed config to `fsa.runner.run`."""
+"""The `fsa` command: a thin Hydra entry that hands the composed config to `fsa.runner.run`.
+
+Exit codes: 0 done; 1 a bug (traceback) or, after a multirun, some job failed (one line each);
+2 bad input or a refused folder (one line on stderr, no traceback); 3 checkpointed on a signal
+(requeue me).
+"""
 
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from fsa.config import register_configs
-from fsa.errors import FsaError
+from fsa.config import register_configs, resolved_container
+from fsa.errors import FsaError, Interrupted
+from fsa.tracking.run_folder import RunFolder, State
 
 log = logging.getLogger("fsa")
 register_configs()
@@ -18,31 +29,94 @@ register_configs()
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from fsa.runner import Interrupted, run  # heavy imports after Hydra has parsed the command line
+def refuse(message: str) -> None:
+    """A problem the user can fix: one line on stderr, exit 2."""
+    print(f"fsa: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
+
+class FolderChecks(Callback):
+    """Hydra callbacks around the jobs: an output folder that cannot be made is refused before Hydra
+    tries to (which would end in a traceback), and a multirun in which a job failed exits 1 after all
+    jobs ran, naming each failed job."""
+
+    @staticmethod
+    def _make(folder: str, key: str) -> None:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            refuse(f"cannot create the output folder '{folder}' ({error.strerror}); choose another with {key}=...")
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._make(str(OmegaConf.select(config, "hydra.run.dir")), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._make(str(OmegaConf.select(config, "hydra.sweep.dir")), "hydra.sweep.dir")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        jobs = sorted((p for p in sweep.iterdir() if RunFolder.holds_a_run(p)), key=lambda p: p.name)
+        failed = [(job, RunFolder(job)) for job in jobs if RunFolder(job).state() != State.COMPLETE]
+        for job, folder in failed:
+            failure, _ = folder.failure()
+            why = f"{failure['error']}: {failure['message']}" if failure else folder.state().value
+            print(f"fsa: job {job.name} did not complete: {why}", file=sys.stderr)
+        if failed:
+            summary = f"{len(failed)} of {len(jobs)} job(s) did not complete; see `fsa-report {sweep}`"
+            print(f"fsa: {summary}", file=sys.stderr)
+            sys.exit(1)
+
+
+def main() -> None:
+    """`fsa [overrides]`: Hydra's command line, with config errors said in one line (exit 2)."""
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises config errors instead of printing them
+    try:
+        app()
+    except (HydraException, OmegaConfBaseException) as error:
+        refuse(one_line(error))
+
+
+def one_line(error: BaseException) -> str:
+    """A config error as one line: what is wrong, why, and the choices where Hydra knows them."""
+    first = lambda e: str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else type(e).__name__  # noqa: E731
+    message = first(error)
+    if error.__cause__ is not None and first(error.__cause__) not in message:
+        message += f" ({first(error.__cause__)})"
+    options = getattr(error, "options", None)
+    if options:
+        message += f"; choose from: {', '.join(options)}"
+    return f"{message}; `fsa --help` lists the groups and keys"
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def app(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     # resume=<folder> continues that run (its checkpoint); otherwise the job's own folder, which
     # also resumes when it holds a checkpoint (a requeued Slurm job reruns in the same folder).
-    output_dir = Path(cfg.resume) if cfg.resume else Path(cfg.paths.output_dir)
-    group = Path(hc.sweep.dir).name if multirun else output_dir.name
-    name = hc.job.override_dirname or output_dir.name
+    output_dir = Path(hc.runtime.output_dir)
+    folder = Path(cfg.resume) if cfg.resume else output_dir
+    group = Path(hc.sweep.dir).name if multirun else folder.name
+    name = hc.job.override_dirname or folder.name
     try:
-        run(cfg, output_dir, wandb_group=group, wandb_name=name)
+        # A folder that would refuse the run (in use, complete, another config) says so before the ML
+        # stack loads; the runner checks again once it holds the folder's lock.
+        RunFolder(folder).check(resolved_container(cfg), cfg.fresh)
+        from fsa.runner import run  # the ML stack, once the command line and the folder are known good
+
+        run(cfg, output_dir, list(hc.overrides.task), wandb_group=group, wandb_name=name)
     except Interrupted as stop:  # checkpointed on SIGTERM / SIGUSR1: stop the whole sweep, ask for a requeue
         log.warning("%s", stop)
         sys.exit(Interrupted.exit_code)
     except Exception as error:
-        # The job's folder already holds failure.json. In a sweep, one failed job (a bad target, out
-        # of memory) must not stop or spoil the others: log it and let the sweep go on.
+        # The job's folder says why (failure.json), unless the folder refused the run. In a sweep, one
+        # failed job (a bad target, out of memory) must not stop or spoil the others: log it, go on.
         if multirun:
-            log.exception("job %s failed (see %s); the sweep goes on", hc.job.num, output_dir / "failure.json")
+            report = log.error if isinstance(error, FsaError) else log.exception  # a bug: its traceback
+            report("job %s failed: %s: %s; the sweep goes on", hc.job.num, type(error).__name__, error)
             return
         if isinstance(error, FsaError):  # input the user can fix: a clear message and exit 2, no traceback
-            log.error("%s: %s", type(error).__name__, error)
-            sys.exit(2)
+            refuse(f"{type(error).__name__}: {error}")
         raise
 
 

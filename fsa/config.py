@@ -13,29 +13,28 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from fsa import ASSETS_DIR
 from fsa.errors import ConfigError
-from fsa.guidance.feature_guidance import FeatureGuidance
-from fsa.speed import SpeedOptions
+from fsa.guidance.options import GuidanceOptions
+from fsa.speed import DTYPE_NAMES, SpeedOptions
 
-# The `dtype` option: autocast precision of the networks (distances stay fp32).
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# This module loads no ML stack (torch, diffusers, ...): `fsa --help` and a rejected override stay fast.
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
 BASELINE_NAMES = ("unguided", "printed_sign")
 
 
-def _schema_of(cls: type, name: str) -> type:
+def _schema_of(cls: type, name: str, target: str | None = None) -> type:
     """A mutable schema with `_target_` and the typed fields of a (frozen) dataclass: one source of truth."""
-    target = f"{cls.__module__}.{cls.__qualname__}"
+    target = target or f"{cls.__module__}.{cls.__qualname__}"
     fields = [(f.name, f.type, field(default=f.default)) for f in dataclasses.fields(cls)]
     return dataclasses.make_dataclass(name, [("_target_", str, field(default=target)), *fields])
 
 
-GuidanceConfig = _schema_of(FeatureGuidance, "GuidanceConfig")
+# Built as FeatureGuidance (GuidanceOptions with Eq. 3), whose module needs torch: named, not imported.
+GuidanceConfig = _schema_of(GuidanceOptions, "GuidanceConfig", "fsa.guidance.feature_guidance.FeatureGuidance")
 SpeedConfig = _schema_of(SpeedOptions, "SpeedConfig")
 
 
@@ -50,11 +49,6 @@ class LoggerConfig:
 
 
 @dataclass
-class PathsConfig:
-    output_dir: str = "${hydra:runtime.output_dir}"  # the one place a run writes to
-
-
-@dataclass
 class FsaConfig:
     model: Any = None
     sampler: Any = None
@@ -63,7 +57,6 @@ class FsaConfig:
     dataset: Any = None
     speed: SpeedConfig = field(default_factory=SpeedConfig)  # type: ignore[valid-type]
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"
@@ -74,6 +67,7 @@ class FsaConfig:
     record_gradients: int = 0
     checkpoint_every: int = 500
     resume: str | None = None
+    fresh: bool = False
     progress: bool = True
 
 
@@ -106,8 +100,19 @@ def check_targets(cfg: DictConfig, groups: tuple[str, ...] = ("model", "sampler"
             raise ConfigError(f"{group}: {error} (for {node._target_})") from error
 
 
+def check_keys(cfg: DictConfig) -> None:
+    """No key the schema does not know: `+foo=1` adds a key past Hydra's struct mode, and an unknown
+    key must be an error, not something silently ignored."""
+    top = {f.name for f in dataclasses.fields(FsaConfig)}
+    unknown = [str(k) for k in cfg if k not in top]
+    unknown += [f"logger.{k}" for k in cfg.logger if k not in {f.name for f in dataclasses.fields(LoggerConfig)}]
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; `fsa --help` lists the groups and keys")
+
+
 def validate(cfg: DictConfig) -> None:
     """Value checks that the types alone cannot express, with messages that name the option."""
+    check_keys(cfg)
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     if cfg.checkpoint_every < 0:
@@ -119,13 +124,13 @@ def validate(cfg: DictConfig) -> None:
     unknown = [b for b in cfg.baselines if b not in BASELINE_NAMES]
     if unknown or len(set(cfg.baselines)) != len(cfg.baselines):
         raise ConfigError(f"baselines must be distinct names from {BASELINE_NAMES}, got {list(cfg.baselines)}")
-    if cfg.dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {tuple(DTYPES)}, got '{cfg.dtype}'")
+    if cfg.dtype not in DTYPE_NAMES:
+        raise ConfigError(f"dtype must be one of {DTYPE_NAMES}, got '{cfg.dtype}'")
     if cfg.logger.mode not in LOGGER_MODES:
         raise ConfigError(f"logger.mode must be one of {LOGGER_MODES}, got '{cfg.logger.mode}'")
     if cfg.device != "auto" and not str(cfg.device).startswith(("cpu", "cuda", "mps")):
         raise ConfigError(f"device must be auto, cpu, cuda[:N] or mps, got '{cfg.device}'")
-    check_targets(cfg)
+    check_targets(cfg, ("model", "sampler", "extractor", "dataset", "guidance", "speed"))
     if cfg.get("oracle") is not None:
         check_targets(cfg, ("oracle",))
 

@@ -15,3 +15,9 @@ class ExtractorError(FsaError, ValueError):
 
 class WeightsUnavailableError(FsaError, RuntimeError):
     """Pretrained weights could not be found locally or on the hub."""
+
+
+class Interrupted(FsaError):
+    """SIGTERM, SIGUSR1 or SIGUSR2 arrived: a checkpoint was saved; rerunning the same command resumes."""
+
+    exit_code = 3  # what a launcher or a Slurm script takes as "requeue me"

@@ -1,16 +1,15 @@
 """`fsa-report`: turn a run or multirun folder into the paper's tables and figures.
 
-It reads only what the runs wrote locally (`.hydra/overrides.yaml`, `summary.json`, `failure.json`,
-`evaluations.csv`, `images/`, `gradients.pt`), so a report needs neither W&B nor the models. Every
-job folder is listed, failed and incomplete ones included: a sweep whose w_g = 8 job crashed must
-not read as a sweep that never tried w_g = 8. Trend sentences are computed from the measured
-distances (Spearman's rho), never written in advance.
+It reads only what the runs wrote locally, through `fsa.tracking.run_folder` (which names every file
+of a run folder), so a report needs neither W&B nor the models. Every job folder is listed, failed,
+interrupted and running ones included: a sweep whose w_g = 8 job crashed must not read as a sweep
+that never tried w_g = 8. Trend sentences are computed from the measured distances (Spearman's rho),
+never written in advance.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
@@ -25,8 +24,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import yaml
 from PIL import Image
+
+from fsa.tracking.run_folder import GUIDED, RunFolder, SampleResult, State
 
 VARIANTS = ("guided", "unguided", "printed_sign")
 RUN_COLUMNS = (
@@ -47,28 +47,35 @@ SAMPLE_FIELDS = RUN_COLUMNS[5:]
 NO_TREND = 0.3  # |rho| below this: "no clear trend"
 DEFAULT = "(default)"  # a swept key the run did not override and whose value its config does not give
 MIN_PIXELS = 128  # smaller images are upscaled (nearest neighbour) to at least this size in the grids
-SAMPLE_PNG = re.compile(r"sample(\d+)_(best|final)\.png$")
+STATES = (State.COMPLETE, State.FAILED, State.INTERRUPTED, State.RUNNING, State.NEW)
 
 
 @dataclass(frozen=True)
 class Run:
-    """One Hydra job folder as it was found: its summary is None unless the run completed."""
+    """One run folder as it was found: its summary is None unless the run completed."""
 
-    path: Path
+    folder: RunFolder
     name: str
     overrides: tuple[str, ...]
-    status: str  # complete | failed | incomplete
+    status: str  # a run_folder.State value: complete | failed | interrupted | running | new
     message: str
     summary: dict[str, Any] | None
     config: dict[str, Any]
 
+    @property
+    def path(self) -> Path:
+        return self.folder.root
+
+    def samples(self, variant: str = GUIDED) -> list[SampleResult]:
+        return self.folder.samples(self.summary, variant) if self.summary is not None else []
+
+    def variants(self) -> list[str]:
+        """guided, then the baselines the run made, in the report's order."""
+        names = [GUIDED, *((self.summary or {}).get("baseline_samples") or {})]
+        return sorted(names, key=variant_order)
+
 
 # ---------------------------------------------------------------- finding and reading runs
-
-
-def is_run_folder(path: Path) -> bool:
-    """A Hydra job folder (`.hydra/`), or a folder that a run wrote its verdict into."""
-    return path.is_dir() and any((path / name).exists() for name in (".hydra", "summary.json", "failure.json"))
 
 
 def job_order(path: Path) -> tuple[int, str]:
@@ -79,30 +86,11 @@ def job_order(path: Path) -> tuple[int, str]:
 
 def find_runs(folder: Path) -> list[Path]:
     """The folder itself if it is a run, else its job folders (a multirun); empty if neither."""
-    if is_run_folder(folder):
+    if RunFolder.holds_a_run(folder):
         return [folder]
     if not folder.is_dir():
         return []
-    return sorted((p for p in folder.iterdir() if is_run_folder(p)), key=job_order)
-
-
-def read_yaml(path: Path) -> Any:
-    """A YAML file's content, or None when it is missing or unreadable (a run killed while writing)."""
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-
-
-def read_json(path: Path) -> tuple[dict[str, Any] | None, str]:
-    """(content, "") or (None, why it could not be read)."""
-    if not path.exists():
-        return None, ""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        return None, f"unreadable {path.name}: {error}"
-    return (data, "") if isinstance(data, dict) else (None, f"unreadable {path.name}: not an object")
+    return sorted((p for p in folder.iterdir() if RunFolder.holds_a_run(p)), key=job_order)
 
 
 def failure_message(failure: dict[str, Any]) -> str:
@@ -112,20 +100,17 @@ def failure_message(failure: dict[str, Any]) -> str:
 
 
 def load_run(path: Path) -> Run:
-    """A run's status comes from what it left: summary.json (complete), failure.json (failed), else incomplete."""
-    overrides = read_yaml(path / ".hydra" / "overrides.yaml")
-    overrides = tuple(str(o) for o in overrides) if isinstance(overrides, list) else ()
-    config = read_yaml(path / "config_resolved.yaml") or read_yaml(path / ".hydra" / "config.yaml")
-    config = config if isinstance(config, dict) else {}
-    summary, summary_problem = read_json(path / "summary.json")
-    failure, failure_problem = read_json(path / "failure.json")
-    if summary is not None:
-        status, message = str(summary.get("status") or "complete"), ""
-    elif failure is not None or failure_problem:
-        status, message = "failed", failure_message(failure) if failure is not None else failure_problem
-    else:
-        status, message = "incomplete", summary_problem
-    return Run(path, path.name, overrides, status, message, summary, config)
+    """A run as its folder says: its state, and its summary (complete) or why it failed."""
+    folder = RunFolder(path)
+    state, summary, message = folder.state(), None, ""
+    if state == State.COMPLETE:
+        summary, message = folder.summary()
+        if summary is None:
+            state = State.FAILED  # said complete, but its summary cannot be read
+    elif state == State.FAILED:
+        failure, problem = folder.failure()
+        message = failure_message(failure) if failure is not None else problem
+    return Run(folder, path.name, tuple(folder.overrides()), state.value, message, summary, folder.config())
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
@@ -183,37 +168,21 @@ def run_value(run: Run, key: str) -> str:
 
 
 def sample_rows(run: Run) -> list[dict[str, Any]]:
-    """One row per (variant, target, sample); a failed or incomplete run gets one row of its own."""
+    """One row per (variant, target, sample); a run without a summary gets one row of its own."""
     base = {"run": run.name, "overrides": " ".join(run.overrides), "status": run.status, "message": run.message}
     if run.summary is None:
         return [{**base, "variant": None, **dict.fromkeys(SAMPLE_FIELDS)}]
-    per_variant = {"guided": run.summary.get("samples") or []}
-    per_variant |= {name: records or [] for name, records in (run.summary.get("baseline_samples") or {}).items()}
-    for name in sorted(run.summary.get("baselines") or {}):
-        if not per_variant.get(name):
-            per_variant[name] = best_from_evaluations(run.path / "baselines" / name / "evaluations.csv")
     rows = [
-        {**base, "variant": variant, **{field: record.get(field) for field in SAMPLE_FIELDS}}
-        for variant in sorted(per_variant, key=variant_order)
-        for record in per_variant[variant]
+        {**base, "variant": variant, **{field: getattr(record, field) for field in SAMPLE_FIELDS}}
+        for variant in run.variants()
+        for record in run.samples(variant)
     ]
-    return rows or [{**base, "variant": "guided", **dict.fromkeys(SAMPLE_FIELDS)}]
+    return rows or [{**base, "variant": GUIDED, **dict.fromkeys(SAMPLE_FIELDS)}]
 
 
 def variant_order(name: str) -> tuple[int, str]:
     """guided, unguided, printed_sign, then any other baseline by name."""
     return (VARIANTS.index(name), name) if name in VARIANTS else (len(VARIANTS), name)
-
-
-def best_from_evaluations(path: Path) -> list[dict[str, Any]]:
-    """A baseline that ran but whose samples the summary lacks: its best distance from its own table."""
-    table = read_evaluations(path)
-    if table.empty:
-        return []
-    best = table.groupby(["target", "sample"], sort=False).agg(
-        seed=("seed", "first"), best_distance=("distance", "min")
-    )
-    return best.reset_index().to_dict("records")
 
 
 def read_evaluations(path: Path) -> pd.DataFrame:
@@ -429,35 +398,23 @@ def load_image(path: Path, min_pixels: int = MIN_PIXELS) -> np.ndarray | None:
     return np.asarray(image)
 
 
-def target_folders(images: Path) -> list[tuple[str, Path]]:
-    """(target name, folder) for `images/<nnn>_<target>/`, in the run's order."""
-    if not images.is_dir():
-        return []
-    folders = sorted(p for p in images.iterdir() if p.is_dir())
-    return [(p.name.split("_", 1)[1] if re.match(r"^\d+_.", p.name) else p.name, p) for p in folders]
-
-
-def grid_cells(images: Path, records: Sequence[dict[str, Any]]) -> list[tuple[str, list[tuple[str, Path, str]]]]:
-    """Rows of (title, png, caption): the actual image, then final and best of each sample, with distances."""
-    by_sample = {(str(r.get("target")), int(r.get("sample", -1))): r for r in records}
-    labels = {str(r.get("target")): r.get("target_label") for r in records}
-    folders = target_folders(images)
-    samples = sorted(
-        {int(m.group(1)) for _, folder in folders for p in folder.iterdir() if (m := SAMPLE_PNG.match(p.name))}
-    )
+def grid_cells(run: Run, variant: str) -> list[tuple[str, list[tuple[str, Path, str]]]]:
+    """Rows of (title, png, caption), one per target in the run's order: the actual image, then the
+    final and best image of each sample with their feature distances."""
+    by_target: dict[int, list[SampleResult]] = {}
+    for record in run.samples(variant):
+        by_target.setdefault(record.target_index, []).append(record)
     rows = []
-    for target, folder in folders:
-        label = labels.get(target)
-        cells = []
-        if (folder / "target.png").exists():
-            cells.append(("target", folder / "target.png", "" if label is None else f"label {label}"))
-        for sample in samples:
-            record = by_sample.get((target, sample), {})
-            for kind in ("final", "best"):
-                distance = record.get(f"{kind}_distance")
-                caption = f"d = {distance:.4g}" if isinstance(distance, int | float) else ""
-                cells.append((f"sample {sample} {kind}", folder / f"sample{sample}_{kind}.png", caption))
-        rows.append((target, cells))
+    for index in sorted(by_target):
+        records = sorted(by_target[index], key=lambda r: r.sample)
+        first = records[0]
+        label = "" if first.target_label is None else f"label {first.target_label}"
+        target = run.folder.target_image(variant, index, first.target)
+        cells = [("target", target, label)] if target.exists() else []
+        for r in records:
+            cells.append((f"sample {r.sample} final", run.folder.path(r.final_image), f"d = {r.final_distance:.4g}"))
+            cells.append((f"sample {r.sample} best", run.folder.path(r.best_image), f"d = {r.best_distance:.4g}"))
+        rows.append((first.target, cells))
     return rows
 
 
@@ -682,16 +639,12 @@ def write_sweep(runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str], o
 def run_figures(run: Run, label: str, out: Path) -> list[Path]:
     """A run's grids (guided and each baseline, complete runs only), its curves and its gradient histograms."""
     figures: list[Path | None] = []
-    if run.summary is not None:
-        variants = {"guided": (run.path, run.summary.get("samples") or [])}
-        for variant, records in (run.summary.get("baseline_samples") or {}).items():
-            variants[variant] = (run.path / "baselines" / variant, records or [])
-        for variant, (root, records) in variants.items():
-            suffix, title = ("", run.name) if variant == "guided" else (f"__{slug(variant)}", f"{run.name} ({variant})")
-            figures.append(plot_grid(title, grid_cells(root / "images", records), out / f"grid_{label}{suffix}.png"))
-    figures.append(plot_curves(run.name, read_evaluations(run.path / "evaluations.csv"), out / f"curves_{label}.png"))
-    if (run.path / "gradients.pt").exists():
-        gradients = load_gradients(run.path / "gradients.pt")
+    for variant in run.variants() if run.summary is not None else []:
+        suffix, title = ("", run.name) if variant == GUIDED else (f"__{slug(variant)}", f"{run.name} ({variant})")
+        figures.append(plot_grid(title, grid_cells(run, variant), out / f"grid_{label}{suffix}.png"))
+    figures.append(plot_curves(run.name, read_evaluations(run.folder.evaluations_file()), out / f"curves_{label}.png"))
+    if run.folder.gradients_file.exists():
+        gradients = load_gradients(run.folder.gradients_file)
         figures.append(plot_gradients(run.name, gradients, out / f"gradients_{label}.png") if gradients else None)
     return [figure for figure in figures if figure is not None]
 
@@ -723,7 +676,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runs = [load_run(path) for path in paths]
     table = runs_table(runs)
-    counts = {status: sum(run.status == status for run in runs) for status in ("complete", "failed", "incomplete")}
+    counts = {state.value: sum(run.status == state.value for run in runs) for state in STATES}
+    counts = {state: n for state, n in counts.items() if n or state in ("complete", "failed")}
     print(f"fsa-report: {len(runs)} run(s) in {folder} ({', '.join(f'{n} {s}' for s, n in counts.items())})")
     for run in runs:
         if run.summary is None:

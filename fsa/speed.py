@@ -18,20 +18,33 @@ post-guidance check is `guidance.post_check_every`: those two change results bey
 their effect on best distance is measured (README, "Speed and memory").
 """
 
+from __future__ import annotations
+
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
-from torch import nn
-
-from fsa.diffusion.backbones import DiffusionBackbone, LatentDiffusion
 from fsa.errors import ConfigError
-from fsa.extractors.base import FeatureExtractor
+
+if TYPE_CHECKING:  # this module is read at startup by the config schema: torch loads when options apply
+    import torch
+
+    from fsa.diffusion.backbones import DiffusionBackbone
+    from fsa.extractors.base import FeatureExtractor
 
 log = logging.getLogger(__name__)
 
 ATTENTION = ("sdpa", "eager")
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # the `dtype` option: autocast precision (distances stay fp32)
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a `dtype` option value."""
+    import torch
+
+    if name not in DTYPE_NAMES:
+        raise ConfigError(f"dtype must be one of {DTYPE_NAMES}, got '{name}'")
+    return getattr(torch, name)
 
 
 @dataclass(frozen=True)
@@ -54,13 +67,13 @@ class SpeedOptions:
         return [f"{name}={value}" for name, value in vars(self).items() if value != getattr(defaults, name)]
 
 
-def _networks(backbone: DiffusionBackbone) -> list[nn.Module]:
-    """The backbone's networks that the guided iteration runs: the UNet, and a latent model's VAE decoder."""
-    return [backbone.unet, backbone.vae.decoder] if isinstance(backbone, LatentDiffusion) else [backbone.unet]
-
-
 def apply_speed_options(backbone: DiffusionBackbone, extractor: FeatureExtractor, options: SpeedOptions) -> None:
     """Set the options on the (frozen, already placed) networks, in place. Call once, before decoding."""
+    import torch
+    from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
+
+    from fsa.diffusion.backbones import LatentDiffusion
+
     processor = AttnProcessor2_0() if options.attention == "sdpa" else AttnProcessor()
     for module in backbone.modules():
         if isinstance(module, Attention):
@@ -78,5 +91,7 @@ def apply_speed_options(backbone: DiffusionBackbone, extractor: FeatureExtractor
     if options.compile:
         # Module.compile compiles each network's forward in place: the modules stay what they were
         # (configs, hooks, state dicts), and the decoder's autograd.grad runs through the compiled graphs.
-        for module in [*_networks(backbone), extractor]:
+        # The networks the guided iteration runs: the UNet, a latent model's VAE decoder, the extractor.
+        vae = [backbone.vae.decoder] if isinstance(backbone, LatentDiffusion) else []
+        for module in [backbone.unet, *vae, extractor]:
             module.compile(dynamic=False)

@@ -34,14 +34,13 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch.utils.flop_counter import FlopCounterMode
 
-from fsa.config import DTYPES
 from fsa.diffusion.backbones import LatentDiffusion, tiny_latent_components
 from fsa.diffusion.samplers import DDIMSampler
 from fsa.diffusion.schedule import NoiseSchedule, predict_x0
 from fsa.extractors import OpenCLIPExtractor, TinyExtractor, TorchvisionExtractor
 from fsa.guidance.decoder import guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance, squared_distance
-from fsa.speed import ATTENTION, SpeedOptions, apply_speed_options
+from fsa.speed import ATTENTION, DTYPE_NAMES, SpeedOptions, apply_speed_options, torch_dtype
 
 PAPER_ITERATIONS = 12_960  # 5 * 1000 + 995 * 8 guided iterations per run
 # The paper's time per run (RTX 3090, fp32, batch 1, 512 px) and GPU memory, per extractor.
@@ -144,7 +143,7 @@ def count_flops(parts: dict[str, Callable[[], object]]) -> int:
 
 def run_benchmark(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
-    dtype = DTYPES[args.dtype]
+    dtype = torch_dtype(args.dtype)
     torch.manual_seed(0)
     # On CUDA the random weights are made there (SD's UNet and ViT-H/14 initialise in seconds instead of
     # a minute on the CPU); a meta-device probe has no values to return, so --flops-only builds on the CPU.
@@ -364,7 +363,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if cuda else "cpu")
     parser.add_argument("--image-size", type=int, default=None, help="default 512 on CUDA, 64 on CPU")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="autocast dtype, as the decoder")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="autocast dtype, as the decoder")
     parser.add_argument("--extractor", choices=EXTRACTORS, default="clip_rn50")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)

@@ -9,7 +9,9 @@ import torch
 from helpers import compose_config
 from PIL import Image
 
+from fsa.data.targets import ImageTargets
 from fsa.errors import ConfigError, ExtractorError, FsaError, WeightsUnavailableError
+from fsa.extractors import TinyExtractor
 from fsa.runner import run
 
 FAST = ["debug=tiny", "logger.mode=disabled"]
@@ -100,3 +102,34 @@ def test_grey_and_rgba_images_are_converted_with_a_note(tmp_path, caplog, mode):
         summary = run_with(["dataset=images", f"dataset.paths=[{path}]", "batch_size=1"], tmp_path)
     assert summary["status"] == "complete"
     assert any(path.name in r.getMessage() and "RGB" in r.getMessage() for r in caplog.records)
+
+
+def test_a_16_bit_grey_image_is_the_same_target_as_its_8_bit_version(tmp_path):
+    grey = np.random.default_rng(1).integers(0, 256, (48, 48), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "eight.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")  # 16-bit PNG, mode I;16
+    assert Image.open(tmp_path / "sixteen.png").mode == "I;16"
+    extractor = TinyExtractor()
+    eight, sixteen = (ImageTargets([str(tmp_path / f"{n}.png")]).load(extractor)[0] for n in ("eight", "sixteen"))
+    assert torch.equal(sixteen.feature, eight.feature)  # not the all-white image PIL's own convert gives
+
+
+def test_float_images_are_refused(tmp_path):
+    Image.fromarray(np.random.default_rng(1).random((48, 48), dtype=np.float32)).save(tmp_path / "f.tif")
+    fails(["dataset=images", f"dataset.paths=[{tmp_path}/f.tif]"], tmp_path, match="floating-point")
+
+
+def test_an_image_too_small_for_the_extractor_is_refused(tmp_path):
+    Image.fromarray(np.zeros((6, 9, 3), dtype=np.uint8)).save(tmp_path / "small.png")  # tiny extractor: 32 px
+    fails(["dataset=images", f"dataset.paths=[{tmp_path}/small.png]"], tmp_path, match=r"9x6 px.*under 8 px")
+
+
+def test_a_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's limit, lowered: 4,096 pixels is a "bomb"
+    fails(["dataset=images", f"dataset.paths=[{tmp_path}/bomb.png]"], tmp_path, match="decompression bomb")
+
+
+@pytest.mark.parametrize("override", ["+foo=1", "+logger.colour=red", "+guidance.w_gg=1", "+dataset.lmit=2"])
+def test_unknown_keys_added_with_plus_are_refused(tmp_path, override):
+    fails([override], tmp_path, ConfigError, match=override.lstrip("+").split("=")[0].split(".")[-1])

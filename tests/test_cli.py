@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from wandb_records import read_records, run_id
 
@@ -35,8 +36,11 @@ def test_multirun_sweeps_w_g_into_grouped_jobs(tmp_path):
     assert result.returncode == 0, result.stderr
     jobs = sorted(p for p in tmp_path.iterdir() if (p / "summary.json").exists())
     assert [p.name for p in jobs] == ["0_debug=tiny,guidance.w_g=1", "1_debug=tiny,guidance.w_g=4"]
-    w_g = [json.loads((p / ".hydra" / "config.yaml").read_text().split("w_g:")[1].split()[0]) for p in jobs]
-    assert w_g == [1, 4]
+    assert [yaml.safe_load((p / "config.yaml").read_text())["guidance"]["w_g"] for p in jobs] == [1, 4]
+    assert [yaml.safe_load((p / "overrides.yaml").read_text()) for p in jobs] == [
+        ["debug=tiny", "guidance.w_g=1"],
+        ["debug=tiny", "guidance.w_g=4"],
+    ]
     runs = [read_records(next(job.glob("wandb/offline-run-*/run-*.wandb"))) for job in jobs]
     groups = {next(r.run.run_group for r in records if r.WhichOneof("record_type") == "run") for records in runs}
     assert groups == {tmp_path.name}  # one W&B run per job, grouped by the sweep
@@ -46,13 +50,14 @@ def test_multirun_sweeps_w_g_into_grouped_jobs(tmp_path):
 def test_bad_input_exits_non_zero_with_a_clear_message(tmp_path):
     result = fsa("debug=tiny", "dataset=images", f"dataset.paths=[{tmp_path}/missing.png]", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
-    assert "missing.png" in result.stdout + result.stderr and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("fsa: error:")]
+    assert len(errors) == 1 and "missing.png" in errors[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "summary.json").exists()
 
 
 def test_typo_in_an_override_is_an_error():
     result = fsa("debug=tiny", "guidance.w_gg=3")
-    assert result.returncode != 0 and "w_gg" in result.stderr
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "w_gg" in result.stderr
 
 
 def test_a_failed_job_does_not_stop_or_spoil_the_sweep(tmp_path):
@@ -60,7 +65,9 @@ def test_a_failed_job_does_not_stop_or_spoil_the_sweep(tmp_path):
     Image.fromarray(np.full((20, 20, 3), 200, dtype=np.uint8)).save(good)
     paths = f"[{tmp_path}/missing.png],[{good}],[{good}]"
     result = fsa("-m", "debug=tiny", "dataset=images", f"dataset.paths={paths}", f"hydra.sweep.dir={tmp_path}/sweep")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # after every job ran, with one line per failed job
+    assert "fsa: job 0_dataset=images,debug=tiny did not complete: TargetError" in result.stderr
+    assert "1 of 3 job(s) did not complete" in result.stderr
     jobs = sorted((tmp_path / "sweep").glob("[0-9]*"))
     assert [p.name for p in jobs] == [
         "0_dataset=images,debug=tiny",
@@ -97,7 +104,7 @@ def test_submitit_local_sweep_isolates_a_failed_job(tmp_path):
         f"dataset.paths=[{good}],[{tmp_path}/missing.png],[{good}]",
         f"hydra.sweep.dir={sweep}",
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1 and "1 of 3 job(s) did not complete" in result.stderr
     jobs = sorted(p for p in sweep.iterdir() if p.name[0].isdigit())
     assert len(jobs) == 3 and (sweep / ".submitit").is_dir()
     assert [(j / "summary.json").exists() for j in jobs] == [True, False, True]
@@ -106,3 +113,14 @@ def test_submitit_local_sweep_isolates_a_failed_job(tmp_path):
         [sys.executable, "-m", "fsa.report", str(sweep)], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert report.returncode == 0 and "2 complete, 1 failed" in report.stdout
+
+
+@pytest.mark.parametrize("mode", ["run", "sweep"])
+def test_an_output_folder_that_cannot_be_made_is_refused_in_one_line(tmp_path, mode):
+    (tmp_path / "a_file").write_text("")  # a file where a folder should go: unwritable even for root
+    key = "hydra.run.dir" if mode == "run" else "hydra.sweep.dir"
+    args = ["-m"] if mode == "sweep" else []
+    result = fsa(*args, "debug=tiny", f"{key}={tmp_path}/a_file/out")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "cannot create the output folder" in line and key in line

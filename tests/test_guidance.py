@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from fsa.diffusion.samplers import DDPMSampler
 from fsa.errors import ConfigError
+from fsa.extractors.virtual_save import ste_round, virtual_save
 from fsa.guidance.feature_guidance import FeatureGuidance, clip_gradient, normalise_gradient, squared_distance
-from fsa.guidance.virtual_save import ste_round, virtual_save
 
 
 def test_ste_round_forward_rounds_backward_is_identity():

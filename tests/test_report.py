@@ -25,6 +25,7 @@ from fsa.report import (
     swept_keys,
     trend_sentence,
 )
+from fsa.tracking.run_folder import GUIDED, RunFolder, SampleResult
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("0_test24", "1_test16")
@@ -44,12 +45,15 @@ def write_png(path: Path, value: int, size: int = 16) -> None:
     Image.fromarray(pixels).save(path)
 
 
-def write_hydra(run: Path, overrides: list[str]) -> None:
-    (run / ".hydra").mkdir(parents=True, exist_ok=True)
-    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    (run / ".hydra" / "config.yaml").write_text("seed: 0\n")
-    (run / ".hydra" / "hydra.yaml").write_text("hydra: {}\n")
-    (run / "config_resolved.yaml").write_text("seed: 0\nguidance:\n  w_g: 4.0\nlogger:\n  project: fsa-test\n")
+CONFIG = {"seed": 0, "guidance": {"w_g": 4.0}, "logger": {"project": "fsa-test"}}
+
+
+def start_run(root: Path, overrides: list[str]) -> RunFolder:
+    """A run folder as a run starts one (locked, admitted); the caller writes into it while locked."""
+    folder = RunFolder(root)
+    with folder.lock():
+        folder.admit(CONFIG, overrides)
+    return folder
 
 
 def write_evaluations(folder: Path, best: dict[tuple[str, int], float], iterations: int = 6) -> None:
@@ -69,33 +73,39 @@ def write_evaluations(folder: Path, best: dict[tuple[str, int], float], iteratio
     pd.DataFrame(rows, columns=columns.split(",")).to_csv(folder / "evaluations.csv", index=False)
 
 
-def sample_records(folder: Path, best: dict[tuple[str, int], float], reference: float) -> list[dict]:
-    """summary.json's per-sample records, with the images they point to written."""
+def sample_records(folder: RunFolder, variant: str, best: dict[tuple[str, int], float], reference: float) -> list:
+    """summary.json's per-sample records, with the images they point to written where the folder says."""
     records = []
     for number, target in enumerate(TARGETS):
-        write_png(folder / "images" / f"{number:03d}_{target}" / "target.png", 40 * number)
+        write_png(folder.target_image(variant, number, target), 40 * number)
         for sample in range(SAMPLES):
             d = best[(target, sample)]
-            image = folder / "images" / f"{number:03d}_{target}"
-            write_png(image / f"sample{sample}_best.png", 100 + sample)
-            write_png(image / f"sample{sample}_final.png", 150 + sample)
+            images = {kind: folder.sample_image(variant, number, target, sample, kind) for kind in ("best", "final")}
+            write_png(images["best"], 100 + sample)
+            write_png(images["final"], 150 + sample)
             records.append(
-                {
-                    "target": target,
-                    "target_label": number,
-                    "sample": sample,
-                    "seed": sample,
-                    "best_distance": d,
-                    "best_t": 300,
-                    "best_k": 0,
-                    "best_phase": "pre",
-                    "final_distance": d * 2,
-                    "best_png_distance": d + 0.5,
-                    "final_png_distance": d * 2 + 0.5,
-                    "calibrated_best_distance": d / reference,
-                    "best_image": str(image / f"sample{sample}_best.png"),
-                    "final_image": str(image / f"sample{sample}_final.png"),
-                }
+                SampleResult(
+                    target=target,
+                    target_index=number,
+                    target_label=number,
+                    sample=sample,
+                    seed=sample,
+                    best_distance=d,
+                    best_t=300,
+                    best_k=0,
+                    best_phase="pre",
+                    final_distance=d * 2,
+                    final_cosine=0.5,
+                    best_png_distance=d + 0.5,
+                    final_png_distance=d * 2 + 0.5,
+                    guided_iterations=6,
+                    network_evaluations=6,
+                    feature_evaluations=13,
+                    wall_time_s=1.0,
+                    best_image=folder.relative(images["best"]),
+                    final_image=folder.relative(images["final"]),
+                    calibrated_best_distance=d / reference,
+                ).to_dict()
             )
     return records
 
@@ -103,15 +113,22 @@ def sample_records(folder: Path, best: dict[tuple[str, int], float], reference: 
 def make_run(root: Path, number: int, w_g: float, baselines: bool = False) -> Path:
     """A complete job folder of a w_g sweep: overrides, table, images and summary.json."""
     run = root / f"{number}_guidance.w_g={w_g:g},smoke=digits"
-    write_hydra(run, [f"guidance.w_g={w_g:g}", "smoke=digits"])
+    folder = RunFolder(run)
+    with folder.lock():
+        folder.admit(CONFIG, [f"guidance.w_g={w_g:g}", "smoke=digits"])
+        folder.complete(make_summary(folder, w_g, baselines))
+    return run
+
+
+def make_summary(folder: RunFolder, w_g: float, baselines: bool) -> dict:
     best = {(t, s): best_distance(w_g, i, s) for i, t in enumerate(TARGETS) for s in range(SAMPLES)}
-    write_evaluations(run, best)
+    write_evaluations(folder.root, best)
     reference = 1000.0
     summary = {
         "status": "complete",
         "reference_distance": reference,
         "mean_best_distance": float(np.mean(list(best.values()))),
-        "samples": sample_records(run, best, reference),
+        "samples": sample_records(folder, GUIDED, best, reference),
         "baselines": {},
         "baseline_samples": {},
         "proof": {},
@@ -119,29 +136,28 @@ def make_run(root: Path, number: int, w_g: float, baselines: bool = False) -> Pa
     if baselines:
         for name, factor in (("unguided", 5.0), ("printed_sign", 20.0)):
             worse = {key: value * factor for key, value in best.items()}
-            folder = run / "baselines" / name
-            write_evaluations(folder, worse)
+            write_evaluations(folder.variant_dir(name), worse)
             summary["baselines"][name] = {"mean_best_distance": float(np.mean(list(worse.values())))}
-            summary["baseline_samples"][name] = sample_records(folder, worse, reference)
-    (run / "summary.json").write_text(json.dumps(summary))
-    return run
+            summary["baseline_samples"][name] = sample_records(folder, name, worse, reference)
+    return summary
 
 
 @pytest.fixture(scope="module")
 def multirun(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three complete w_g jobs (the first with baselines and gradients), one incomplete, one failed.
+    """Three complete w_g jobs (the first with baselines and gradients), one interrupted, one failed.
     Built once per module: the tests only read it (each report goes to its own --out)."""
     root = tmp_path_factory.mktemp("multirun") / "sweep-2026"
     root.mkdir()
     first = make_run(root, 0, W_G[0], baselines=True)
     for number, w_g in enumerate(W_G[1:], start=1):
         make_run(root, number, w_g)
-    incomplete = root / "3_guidance.w_g=4,smoke=digits"
-    write_hydra(incomplete, ["guidance.w_g=4", "smoke=digits"])
-    write_evaluations(incomplete, {(TARGETS[0], 0): 50.0}, iterations=3)  # killed mid-run
-    failed = root / "4_guidance.w_g=8,smoke=digits"
-    write_hydra(failed, ["guidance.w_g=8", "smoke=digits"])
-    (failed / "failure.json").write_text(json.dumps({"error": "OutOfMemoryError", "message": "CUDA out of memory"}))
+    interrupted = root / "3_guidance.w_g=4,smoke=digits"
+    start_run(interrupted, ["guidance.w_g=4", "smoke=digits"])  # its process died: the lock is free again
+    write_evaluations(interrupted, {(TARGETS[0], 0): 50.0}, iterations=3)
+    failed = RunFolder(root / "4_guidance.w_g=8,smoke=digits")
+    with failed.lock():
+        failed.admit(CONFIG, ["guidance.w_g=8", "smoke=digits"])
+        failed.fail(RuntimeError("CUDA out of memory"))
     torch.save(
         {
             "step": [0, 1, 2],
@@ -213,16 +229,16 @@ def test_baselines_get_their_own_variant_rows(multirun, multirun_report):
     assert unguided["best_distance"].tolist() == pytest.approx([r["best_distance"] for r in expected])
 
 
-def test_failed_and_incomplete_runs_are_listed_not_dropped(multirun_report):
+def test_failed_and_interrupted_runs_are_listed_not_dropped(multirun_report):
     out, printed = multirun_report
     runs = pd.read_csv(out / "runs.csv")
-    incomplete = runs[runs["run"].str.startswith("3_")]
+    interrupted = runs[runs["run"].str.startswith("3_")]
     failed = runs[runs["run"].str.startswith("4_")]
-    assert incomplete["status"].tolist() == ["incomplete"]
+    assert interrupted["status"].tolist() == ["interrupted"]
     assert failed["status"].tolist() == ["failed"]
-    assert failed["message"].item() == "OutOfMemoryError: CUDA out of memory"
-    assert "OutOfMemoryError" in (out / "runs.md").read_text()
-    assert "3 complete, 1 failed, 1 incomplete" in printed and "CUDA out of memory" in printed
+    assert failed["message"].item() == "RuntimeError: CUDA out of memory"
+    assert "RuntimeError" in (out / "runs.md").read_text()
+    assert "3 complete, 1 failed, 1 interrupted" in printed and "CUDA out of memory" in printed
 
 
 def test_sweep_groups_by_swept_value_with_the_right_means(multirun_report):
@@ -285,7 +301,7 @@ def test_figures_exist_and_are_valid_pngs(multirun_report):
         assert_png(out / f"grid_{number}_guidance.w_g={w_g:g}.png")
         assert_png(out / f"curves_{number}_guidance.w_g={w_g:g}.png")
     assert_png(out / "grid_0_guidance.w_g=0.5__unguided.png")
-    assert_png(out / "curves_3_guidance.w_g=4.png")  # an incomplete run's table is drawn too
+    assert_png(out / "curves_3_guidance.w_g=4.png")  # an interrupted run's table is drawn too
     assert not list(out.glob("grid_3_*")) and not list(out.glob("grid_4_*"))  # no images to show
     assert [p.name for p in out.glob("gradients_*.png")] == ["gradients_0_guidance.w_g=0.5.png"]
     assert_png(out / "gradients_0_guidance.w_g=0.5.png")

@@ -6,14 +6,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image
-from wandb_records import read_records, run_id
+from wandb_records import history_rows, read_records, run_id
 
 from fsa.tracking.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fsa.tracking.run_folder import target_folder_name
 
 ROOT = Path(__file__).resolve().parents[1]
 # Embedded digits, 2 targets x 2 samples, 220 guided iterations per variant (seconds here), a
@@ -62,6 +64,20 @@ def same(a: dict, b: dict) -> None:
     assert {k: strip(v) for k, v in a["baseline"].items()} == {k: strip(v) for k, v in b["baseline"].items()}
 
 
+def metric_keys(table_file: Path, variant: str) -> set[tuple[str, int]]:
+    """The W&B (metric, iteration) pairs that the rows of an evaluation table correspond to."""
+    table = pd.read_csv(table_file)
+    index = {name: i for i, name in enumerate(dict.fromkeys(table["target"]))}  # targets run in order
+    return {
+        (
+            f"{variant}/{target_folder_name(index[r.target], r.target)}/sample{r.sample}/"
+            f"{'post_' if r.phase == 'post' else ''}distance",
+            int(r.iteration),
+        )
+        for r in table.itertuples()
+    }
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("whole")
@@ -92,7 +108,27 @@ def test_sigkill_after_a_checkpoint_then_resume_gives_identical_outputs(tmp_path
     same(outputs(folder), uninterrupted)
     assert not (folder / "checkpoint.pt").exists()  # a completed run keeps no checkpoint
     files = list(folder.glob("wandb/offline-run-*/run-*.wandb"))
-    assert len(files) == 2 and len({run_id(read_records(f, wait_s=0)) for f in files}) == 1  # the same W&B run
+    records = [read_records(f, wait_s=0) for f in files]
+    assert len(files) == 2 and len({run_id(r) for r in records}) == 1  # the same W&B run
+
+    # W&B got each evaluation at most once, and only evaluations the tables hold. (The killed process's
+    # own writer may lose its last rows: W&B writes asynchronously, and SIGKILL stops it too.)
+    def logged(records) -> list[tuple[str, int]]:
+        metric = lambda key: key.endswith(("/distance", "/post_distance"))  # noqa: E731
+        return [(key, int(row["iteration"])) for row in history_rows(records) for key in row if metric(key)]
+
+    both = Counter(pair for r in records for pair in logged(r))
+    assert max(both.values()) == 1
+    tables = metric_keys(folder / "evaluations.csv", "guided")
+    tables |= metric_keys(folder / "baselines" / "unguided" / "evaluations.csv", "unguided")
+    assert set(both) <= tables
+    # The resumed process (the file that ends with an exit record) logged everything from its checkpoint on.
+    (resumed,) = [r for r in records if any(x.WhichOneof("record_type") == "exit" for x in r)]
+    after = {}
+    for key, iteration in logged(resumed):
+        after.setdefault(key, []).append(iteration)
+    for key, iterations in after.items():
+        assert sorted(iterations) == list(range(min(iterations), max(iterations) + 1)), key
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from helpers import compose_config
 from hydra.utils import instantiate
 from PIL import Image
@@ -37,7 +38,7 @@ def test_summary_is_written_and_complete(guided):
         assert s["best_distance"] <= s["final_distance"]
         assert s["seed"] == cfg.seed + s["sample"]
     assert on_disk["peak_memory_mb"] > 0 and on_disk["wall_time_s"] > 0
-    assert (out / "config_resolved.yaml").exists()
+    assert (out / "config.yaml").exists()
 
 
 def test_table_rows_match_the_summary(guided):
@@ -64,7 +65,7 @@ def test_images_are_valid_pngs_and_png_distances_are_remeasured(guided):
     assert Image.open(next((out / "images").glob("*/target.png"))).size == (extractor.input_size,) * 2
     for s in result["samples"]:
         for kind in ("best", "final"):
-            image = Image.open(s[f"{kind}_image"])
+            image = Image.open(out / s[f"{kind}_image"])  # relative to the run folder
             assert image.size == (64, 64) and image.mode == "RGB"
             assert np.asarray(image).std() > 0
             # The saved file scored as an actual image (the paper's footnote 5 gap).
@@ -78,25 +79,28 @@ def test_offline_wandb_run_holds_series_images_summary_and_config(guided):
     (wandb_file,) = list(out.glob("wandb/offline-run-*/run-*.wandb"))
     records = read_records(wandb_file)
     rows = history_rows(records)
-    distance_rows = [r for r in rows if any(k.endswith("/distance") for k in r)]
-    assert len(distance_rows) == result["guided_iterations_per_sample"] * 2
-    keys = {k for r in distance_rows for k in r}
+    iterations = result["guided_iterations_per_sample"]
+    pre_rows = [r for r in rows if any(k.endswith("/distance") for k in r)]
+    post_rows = [r for r in rows if any(k.endswith("/post_distance") for k in r)]
+    assert len(pre_rows) == len(post_rows) == iterations  # pre and post checks: two metrics, no zig-zag
+    keys = {k for r in pre_rows for k in r}
     assert {"iteration", "t", "k"} <= keys
-    assert sum(k.endswith("/sample1/distance") for k in keys) == 1
-    posts = [float(r["k"]) for r in distance_rows if float(r["k"]) % 1]
-    assert posts and all(k % 1 == 0.5 for k in posts)  # post-guidance checks logged at k + 0.5
+    (sample1,) = [k for k in keys if k.endswith("/sample1/distance")]
+    assert sample1.startswith("guided/000_")  # <variant>/<nnn>_<target>/sample<i>, as the image folders
+    assert sorted(int(r["iteration"]) for r in pre_rows) == list(range(iterations))  # each sample's own axis
+    assert all(float(r["k"]) % 1 == 0.5 for r in post_rows)  # post-guidance checks logged at k + 0.5
     captions = {k: json.loads(v) for r in rows for k, v in r.items() if k.endswith("_image/caption")}
-    assert len(captions) == 2 * cfg.batch_size  # best and final image of every sample
+    assert len(captions) == 2 * cfg.batch_size + 1  # best and final image of every sample, and the target
     for s in result["samples"]:
         caption = next(v for k, v in captions.items() if k.endswith(f"sample{s['sample']}/best_image/caption"))
         assert f"d={s['best_distance']:.5g}" in caption
-    assert len(list(wandb_file.parent.glob("files/media/images/**/*.png"))) == 2 * cfg.batch_size
+    assert len(list(wandb_file.parent.glob("files/media/images/**/*.png"))) == 2 * cfg.batch_size + 1
     final = summary(records)
     assert float(final["mean_best_distance"]) == pytest.approx(result["mean_best_distance"])
     assert json.loads(final["status"]) == "complete"
     logged = config(records)
     assert json.loads(logged["guidance"])["w_g"] == 4.0
-    assert json.loads(logged["paths"])["output_dir"] == str(out)  # resolved, not ${hydra:...}
+    assert json.loads(logged["model"]) == yaml.safe_load((out / "config.yaml").read_text())["model"]
     assert run_id(records)
 
 

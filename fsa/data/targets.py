@@ -9,6 +9,7 @@ any diffusion model loads, and :meth:`load` computes the features with the chose
 
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ SKIMAGE_PHOTOS = (
 )
 DEFAULT_SKIMAGE_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 _BATCH = 8  # images per forward pass: bounded memory even for ViT-H/14 at 518 px
+MAX_UPSCALE = 4  # an image's shorter side may be at most this many times smaller than the extractor's input
 
 
 class TargetError(FsaError, ValueError):
@@ -115,10 +117,27 @@ def check_limit(limit: int | None) -> int | None:
     return None if limit is None else int(limit)
 
 
+def _to_eight_bits(image: Image.Image, label: str) -> Image.Image:
+    """16-bit grey (PNG, TIFF) -> 8-bit grey over the full range (x / 257). PIL's own conversion clips
+    at 255, which turns such an image nearly all white. Other high-bit-depth modes are refused."""
+    if image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64)
+    elif image.mode == "I":  # 32-bit integers: accepted when they fit 16 bits, as 16-bit PNGs may open
+        values = np.asarray(image, dtype=np.float64)
+        if values.min() < 0 or values.max() > 65535:
+            raise TargetError(f"{label}: 32-bit integer image with values outside 0..65535; save it as 8 or 16 bits")
+    else:
+        raise TargetError(f"{label}: floating-point image (mode {image.mode}); save it as an 8- or 16-bit image")
+    logger.info("converted %s from 16-bit grey to 8-bit (x / 257)", label)
+    return Image.fromarray(np.round(values / 257).astype(np.uint8), mode="L")
+
+
 def _to_rgb(image: Image.Image, label: str) -> Image.Image:
     """Grayscale, palette and alpha images -> RGB, saying so: the extractors expect three channels."""
     if image.mode == "RGB":
         return image
+    if image.mode.startswith("I") or image.mode == "F":
+        image = _to_eight_bits(image, label)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     level = logging.WARNING if has_alpha else logging.INFO
     note = " (alpha channel dropped)" if has_alpha else ""
@@ -162,6 +181,14 @@ def targets_from_images(
     labels: Sequence[int | None] | None = None,
 ) -> list[Target]:
     """One target per (name, source, RGB image), its feature computed as for any actual image."""
+    smallest = max(1, extractor.input_size // MAX_UPSCALE)
+    for _, source, image in named:
+        if min(image.size) < smallest:
+            raise TargetError(
+                f"image '{source}' is {image.width}x{image.height} px; extractor '{extractor.name}' sees "
+                f"{extractor.input_size} px, so an image under {smallest} px would reach it as an upscaling "
+                "blur, not as what it shows; use a larger image"
+            )
     features, shown = _encode_images(extractor, [im for _, _, im in named])
     labels = labels if labels is not None else [None] * len(named)
     return [
@@ -200,9 +227,17 @@ class ImageTargets:
     @staticmethod
     def _read(path: Path) -> Image.Image:
         try:
-            with Image.open(path) as image:
-                image.load()
-                return _to_rgb(image, str(path))
+            with warnings.catch_warnings():
+                # Over PIL's pixel limit PIL only warns (over twice the limit it refuses): refuse both.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    image.load()
+                    return _to_rgb(image, str(path))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise TargetError(
+                f"image file '{path}' is larger than the {Image.MAX_IMAGE_PIXELS:,} pixels fsa reads "
+                f"(a decompression bomb?): {error}; resize it first"
+            ) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
             raise TargetError(f"cannot read image file '{path}': {error}") from error
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torchvision.transforms import v2 as T
 
 from fsa.errors import ExtractorError, WeightsUnavailableError
-from fsa.guidance.virtual_save import virtual_save
+from fsa.extractors.virtual_save import virtual_save
 
 __all__ = ["ExtractorError", "FeatureExtractor", "WeightsUnavailableError"]
 

@@ -1,18 +1,18 @@
 """CLIP image (and text) encoders through open_clip: the paper's CLIP RN50, and any other CLIP."""
 
 import logging
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import open_clip
+import torch
 from torch import Tensor, nn
 
 from fsa.errors import ExtractorError, WeightsUnavailableError
 from fsa.extractors.base import FeatureExtractor
 from fsa.extractors.layers import close_names
-from fsa.extractors.loading import HOW_TO_PASS, require_file
+from fsa.extractors.loading import HOW_TO_PASS, load_state_dict_file, require_file
 from fsa.hub import fail_fast_offline
 
 log = logging.getLogger("fsa.extractors")
@@ -67,11 +67,32 @@ class OpenCLIPExtractor(FeatureExtractor):
 
 
 def _is_torchscript(file: Path) -> bool:
-    """Whether ``file`` is a TorchScript archive (a zip holding ``constants.pkl``), as OpenAI's CLIP files are."""
+    """Whether ``file`` looks like a TorchScript archive (a zip holding ``constants.pkl``), as OpenAI's are."""
     if not zipfile.is_zipfile(file):
         return False
     with zipfile.ZipFile(file) as archive:
         return any(name.endswith("constants.pkl") for name in archive.namelist())
+
+
+def read_clip_weights(file: Path, what: str) -> dict[str, Tensor]:
+    """A CLIP state dict from OpenAI's TorchScript archive (RN50.pt), through TorchScript's own loader,
+    or from any other file through the safe readers (safetensors, `torch.load(weights_only=True)`).
+    Nothing here unpickles arbitrary objects: a file that would run code on loading is refused."""
+    if _is_torchscript(file):
+        try:
+            state = torch.jit.load(str(file), map_location="cpu").state_dict()
+        except RuntimeError as error:
+            raise WeightsUnavailableError(
+                f"{what}: '{file}' looks like a TorchScript archive but TorchScript cannot load it "
+                f"({str(error).strip().splitlines()[0]}); it is not read any other way"
+            ) from None
+        for key in ("input_resolution", "context_length", "vocab_size"):  # OpenAI's, not weights
+            state.pop(key, None)
+    else:
+        state = load_state_dict_file(file, what)
+    if all(key.startswith("module.") for key in state):  # saved from a DistributedDataParallel wrapper
+        state = {key.removeprefix("module."): value for key, value in state.items()}
+    return state
 
 
 def _build(model_name: str, pretrained: str | None, weights: str | None) -> tuple[nn.Module, str]:
@@ -89,31 +110,32 @@ def _build(model_name: str, pretrained: str | None, weights: str | None) -> tupl
         )
     tag = {} if (not pretrained or from_hub) else open_clip.get_pretrained_cfg(model_name, pretrained)
     what = f"open_clip {source}" + (f" ({pretrained})" if pretrained and not from_hub else "")
+    if pretrained and not from_hub and not tag:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise ExtractorError(f"{what}: unknown pretrained tag; closest: {close_names(pretrained, tags)}")
     kwargs: dict[str, Any] = {"force_quick_gelu": bool(tag.get("quick_gelu", False))}
     if weights:
+        # The network from its config, then the file's weights through fsa's safe readers.
         file = require_file(weights, what)
+        state = read_clip_weights(file, what)
         preprocess = {key: tag[key] for key in PREPROCESS_KEYS if key in tag}
-        kwargs.update(pretrained=str(file), force_preprocess_cfg=preprocess, require_pretrained=True)
-        # OpenAI's own RN50.pt is a TorchScript archive, which torch.load reads only through
-        # torch.jit.load (weights_only=False); any other file is read as plain weights.
-        kwargs.update(weights_only=not _is_torchscript(file))
-    elif from_hub:
-        kwargs.update(require_pretrained=True)
-    elif pretrained:
-        if not tag:
-            tags = open_clip.list_pretrained_tags_by_model(model_name)
-            raise ExtractorError(f"{what}: unknown pretrained tag; closest: {close_names(pretrained, tags)}")
-        kwargs.update(pretrained=pretrained, require_pretrained=True)
-    else:
+        model = open_clip.create_model(model_name, force_preprocess_cfg=preprocess, **kwargs)
+        if "logit_scale" in state:  # a scalar in some files, shape (1,) in others
+            state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise WeightsUnavailableError(f"{what}: '{file}' does not fit the model: {error}; {HOW_TO_PASS}") from None
+        return model, source
+    if not pretrained:
         log.warning("%s: no pretrained weights requested; the network is RANDOMLY INITIALISED", what)
         return open_clip.create_model(source, **kwargs), source
     try:
         with fail_fast_offline():
-            return open_clip.create_model(source, **kwargs), source
-    except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as error:
-        if weights:
-            problem = f"cannot load '{weights}' into the model ({error})"
-        else:
-            where = " or ".join(filter(None, (tag.get("hf_hub"), tag.get("url")))) or source
-            problem = f"weights are not cached and could not be downloaded from {where} ({error})"
+            return open_clip.create_model(
+                source, pretrained=None if from_hub else pretrained, require_pretrained=True, **kwargs
+            ), source
+    except (OSError, RuntimeError, KeyError) as error:
+        where = " or ".join(filter(None, (tag.get("hf_hub"), tag.get("url")))) or source
+        problem = f"weights are not cached and could not be downloaded from {where} ({error})"
         raise WeightsUnavailableError(f"{what}: {problem}; {HOW_TO_PASS}") from error

@@ -1,25 +1,34 @@
-"""Checkpoint files: written atomically, checked on reading, so a crash never leaves a bad one in use.
+"""Checkpoints: when a run saves one, and the file format that makes a bad one impossible to use.
 
-Layout: 8 magic bytes, the SHA-256 of the payload, the payload (a `torch.save` of plain data and
-tensors). A truncated or altered file fails the check and is reported, never loaded.
+File layout: 8 magic bytes, the SHA-256 of the payload, the payload (a `torch.save` of plain data
+and tensors). A truncated or altered file fails the check and is reported, never loaded. The payload
+is read with `torch.load(weights_only=True)`, whose allow-list is exactly what a checkpoint holds
+(tensors, numbers, strings, None, lists and dicts): a file that asks to build any other object, the
+way a malicious pickle runs code, is refused.
 """
 
 import hashlib
 import io
+import logging
 import os
+import pickle
+import signal
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fsa.errors import FsaError
+from fsa.errors import FsaError, Interrupted
 
+log = logging.getLogger("fsa")
 MAGIC = b"FSACKPT1"
 DIGEST = 32
 
 
 class CheckpointError(FsaError):
-    """A checkpoint that cannot be trusted (truncated, corrupted) or does not fit this run."""
+    """A checkpoint that cannot be trusted (truncated, corrupted, not plain data) or does not fit this run."""
 
 
 def save_checkpoint(data: dict[str, Any], path: Path) -> None:
@@ -43,4 +52,77 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     payload = blob[header:]
     if hashlib.sha256(payload).digest() != blob[len(MAGIC) : header]:
         raise CheckpointError(f"checkpoint '{path}' is corrupted (checksum mismatch); delete it to start over")
-    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as error:
+        raise CheckpointError(
+            f"checkpoint '{path}' holds more than plain data and tensors and was not loaded "
+            f"({str(error).splitlines()[0]}); delete it to start over"
+        ) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"checkpoint '{path}' holds a {type(data).__name__}, not a checkpoint; delete it")
+    return data
+
+
+class Checkpoints:
+    """When to checkpoint: every `every` guided iterations, and when SIGTERM, SIGUSR1 or SIGUSR2 arrives
+    (Slurm preemption or time limit). The handler only notes the signal; the checkpoint is written
+    at the next iteration boundary, so it is always a consistent state. Then a handler that was
+    there before fsa's (submitit's SIGUSR2 handler, which requeues the job) gets the signal, and
+    the run stops with `Interrupted`. `on_save` listeners hear of every checkpoint written (the W&B
+    logger sends what the checkpoint covers)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+    def __init__(self, path: Path, every: int, config: dict[str, Any]) -> None:
+        self.path, self.every, self.config = path, every, config
+        self.count = 0
+        self.signal: int | None = None
+        self.on_save: list[Callable[[], None]] = []
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "Checkpoints":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        log.warning("received %s: checkpointing after this iteration", signal.Signals(signum).name)
+        self.signal = signum
+
+    def saved(self) -> dict[str, Any] | None:
+        """The last checkpoint in the run folder, if any, once checked to belong to this config."""
+        if not self.path.exists():
+            return None
+        data = load_checkpoint(self.path)
+        if data.get("config") != self.config:
+            raise CheckpointError(
+                f"checkpoint '{self.path}' was written by a run with another config; rerun with the same "
+                "overrides, or pass fresh=true to start over"
+            )
+        return data
+
+    def after_iteration(self, state: Callable[[], dict[str, Any]]) -> None:
+        self.count += 1
+        if self.signal is None and not (self.every and self.count % self.every == 0):
+            return
+        save_checkpoint({"config": self.config, **state()}, self.path)
+        for listener in self.on_save:
+            listener()
+        if self.signal is None:
+            return
+        name = signal.Signals(self.signal).name
+        previous = self._previous.get(self.signal)
+        if callable(previous) and previous is not signal.default_int_handler:
+            log.warning("checkpoint saved; passing %s on to the handler that was there before", name)
+            previous(self.signal, None)  # submitit's: requeue the job (and exit)
+        raise Interrupted(
+            f"stopped by {name}; checkpoint saved in {self.path}: "
+            "rerun the same command in the same folder (or pass resume=<folder>) to continue"
+        )

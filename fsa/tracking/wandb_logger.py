@@ -1,4 +1,4 @@
-"""Weights & Biases: one W&B run per Hydra job, grouped per sweep, offline unless logged in."""
+"""Weights & Biases: one W&B run per run folder, grouped per sweep, offline unless logged in."""
 
 import logging
 import netrc
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fsa.guidance.decoder import POST, Evaluation
+from fsa.tracking.run_folder import RunFolder, SampleResult, target_folder_name
 
 log = logging.getLogger("fsa")
 
@@ -28,8 +29,14 @@ def resolve_mode(mode: str) -> str:
 
 
 class WandbLogger:
-    """Per-evaluation distances (k + 0.5 marks the post-guidance check, as the authors log it),
-    best/final images with their distances as captions, and the run summary."""
+    """Per-evaluation distances under `<variant>/<nnn>_<target>/sample<i>/`, best and final images with
+    their distances as captions, and the run summary.
+
+    The x axis is each sample's own guided iteration, so guided and baseline curves of the same
+    target and seed overlay. Pre-guidance scores are `distance`, post-guidance checks `post_distance`
+    (their `k` is logged as k + 0.5, as the authors log it). Rows are held until `send()`, which the
+    runner calls whenever a checkpoint is written: W&B gets exactly what a checkpoint covers, so a
+    run killed and resumed logs every iteration once."""
 
     def __init__(
         self,
@@ -63,39 +70,61 @@ class WandbLogger:
         )
         self.run.define_metric("iteration")
         self.run.define_metric("*", step_metric="iteration")
-        self._iteration_offset = 0
         self._keys: list[str] = []
+        self._pending: list[dict[str, Any]] = []
         log.info("W&B run %s (%s mode) in %s", self.run.id, self.mode, self.run.dir)
 
-    def start_batch(self, keys: list[str], iteration_offset: int) -> None:
-        """Metric prefixes of the batch's samples ("<variant>/<nnn>_<target>/sample<i>") and where
-        its iterations start on the run's common iteration axis."""
-        self._keys, self._iteration_offset = keys, iteration_offset
+    def start_batch(self, variant: str, keys: list[str]) -> None:
+        """The metric prefixes of the batch's samples: `<variant>/<nnn>_<target>/sample<i>`."""
+        self._keys = [f"{variant}/{key}" for key in keys]
 
     def __call__(self, ev: Evaluation) -> None:
-        row: dict[str, Any] = {
-            "iteration": self._iteration_offset + ev.iteration,
-            "t": ev.t,
-            "k": ev.k + (0.5 if ev.phase == POST else 0.0),
-        }
+        post = ev.phase == POST
+        row: dict[str, Any] = {"iteration": ev.iteration, "t": ev.t, "k": ev.k + (0.5 if post else 0.0)}
         stats = ev.stats
         norms = stats.grad_norm.tolist() if stats is not None else None
         clipped = stats.clipped_fraction.tolist() if stats is not None else None
         values = zip(self._keys, ev.distance.tolist(), ev.cosine.tolist(), ev.best_distance.tolist(), strict=True)
         for i, (key, d, c, best) in enumerate(values):
-            row[f"{key}/distance"] = d
-            row[f"{key}/cosine"] = c
+            row[f"{key}/{'post_' if post else ''}distance"] = d
+            row[f"{key}/{'post_' if post else ''}cosine"] = c
             row[f"{key}/best_distance"] = best
             if norms is not None and clipped is not None:
                 row[f"{key}/grad_norm"] = norms[i]
                 row[f"{key}/clipped_fraction"] = clipped[i]
-        self.run.log(row)
+        self._pending.append(row)
 
-    def log_images(self, images: dict[str, tuple[Path, str]]) -> None:
-        """{key: (png path, caption)}."""
-        self.run.log({key: self._wandb.Image(str(path), caption=caption) for key, (path, caption) in images.items()})
+    def log_images(self, variant: str, records: list[SampleResult], folder: RunFolder) -> None:
+        """The best and final image of each sample, and each target's actual image once."""
+        images: dict[str, Any] = {}
+        for r in records:
+            key = f"{variant}/{target_folder_name(r.target_index, r.target)}"
+            best = f"best d={r.best_distance:.5g} (t={r.best_t}, k={r.best_k}, {r.best_phase}); "
+            images[f"{key}/sample{r.sample}/best_image"] = self._image(
+                folder.path(r.best_image), best + f"PNG d={r.best_png_distance:.5g}"
+            )
+            images[f"{key}/sample{r.sample}/final_image"] = self._image(
+                folder.path(r.final_image), f"final d={r.final_distance:.5g}; PNG d={r.final_png_distance:.5g}"
+            )
+            target = folder.target_image(variant, r.target_index, r.target)
+            if r.sample == 0 and target.exists():
+                images[f"{key}/target_image"] = self._image(target, f"target {r.target}")
+        self._pending.append(images)
+
+    def _image(self, path: Path, caption: str) -> Any:
+        return self._wandb.Image(str(path), caption=caption)
+
+    def send(self) -> None:
+        """Log the rows held since the last send (called when a checkpoint covers them)."""
+        for row in self._pending:
+            self.run.log(row)
+        self._pending.clear()
 
     def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
+        """A finished run sends what it holds; a failed or interrupted one drops it, since the rows
+        after the last checkpoint are decoded again when the run resumes."""
+        if exit_code == 0:
+            self.send()
         for key, value in summary.items():
             self.run.summary[key] = value
         self.run.finish(exit_code=exit_code)
