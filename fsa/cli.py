@@ -19,14 +19,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fsa import CONF_DIR
 from fsa.config import register_configs, resolved_container
 from fsa.errors import FsaError, Interrupted
 from fsa.tracking.run_folder import RunFolder, State
 
 log = logging.getLogger("fsa")
 register_configs()
-# An absolute path: the same folder whether started as `fsa`, `python -m fsa` or from a test.
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def refuse(message: str) -> None:
@@ -36,9 +35,9 @@ def refuse(message: str) -> None:
 
 
 class FolderChecks(Callback):
-    """Hydra callbacks around the jobs: an output folder that cannot be made is refused before Hydra
-    tries to (which would end in a traceback), and a multirun in which a job failed exits 1 after all
-    jobs ran, naming each failed job."""
+    """Hydra callbacks around the jobs: a sweep preset run without -m and an output folder that cannot
+    be made are refused before Hydra makes the folder (which would end in a traceback), and a multirun
+    in which a job failed exits 1 after all jobs ran, naming each failed job."""
 
     @staticmethod
     def _make(folder: str, key: str) -> None:
@@ -48,6 +47,11 @@ class FolderChecks(Callback):
             refuse(f"cannot create the output folder '{folder}' ({error.strerror}); choose another with {key}=...")
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = OmegaConf.select(config, "hydra.sweeper.params") or {}
+        if sweep:  # a sweep preset (experiment=appb_wg) run as one job would quietly run one setting
+            swept = "; ".join(f"{key} over {values}" for key, values in sweep.items())
+            command = " ".join(["fsa", "-m", *OmegaConf.select(config, "hydra.overrides.task")])
+            refuse(f"this config sweeps {swept}: run it with -m, as in `{command}`")
         self._make(str(OmegaConf.select(config, "hydra.run.dir")), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -70,10 +74,18 @@ class FolderChecks(Callback):
 def main() -> None:
     """`fsa [overrides]`: Hydra's command line, with config errors said in one line (exit 2)."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises config errors instead of printing them
+    sys.argv[1:] = [deselect(argument) for argument in sys.argv[1:]]
     try:
         app()
     except (HydraException, OmegaConfBaseException) as error:
         refuse(one_line(error))
+
+
+def deselect(argument: str) -> str:
+    """`group=null` as Hydra spells it, `~group`: no option of that group (oracle=null: no oracle,
+    logger=null: no W&B run). Hydra itself rejects a null group choice with a traceback."""
+    group, _, value = argument.partition("=")
+    return f"~{group}" if value == "null" and (CONF_DIR / group).is_dir() else argument
 
 
 def one_line(error: BaseException) -> str:
@@ -83,12 +95,14 @@ def one_line(error: BaseException) -> str:
     if error.__cause__ is not None and first(error.__cause__) not in message:
         message += f" ({first(error.__cause__)})"
     options = getattr(error, "options", None)
+    if not options and "Available options:" in str(error):  # a mandatory group (???) left unchosen
+        options = [line.strip() for line in str(error).split("Available options:")[1].splitlines() if line.strip()]
     if options:
         message += f"; choose from: {', '.join(options)}"
     return f"{message}; `fsa --help` lists the groups and keys"
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN

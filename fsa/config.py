@@ -10,13 +10,14 @@ signature by `check_targets`.
 import dataclasses
 import importlib
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from fsa import ASSETS_DIR
+from fsa import ASSETS_DIR, default_data_dir
 from fsa.errors import ConfigError
 from fsa.guidance.options import GuidanceOptions
 from fsa.speed import DTYPE_NAMES, SpeedOptions
@@ -56,14 +57,18 @@ class FsaConfig:
     extractor: Any = None
     dataset: Any = None
     speed: SpeedConfig = field(default_factory=SpeedConfig)  # type: ignore[valid-type]
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: LoggerConfig | None = None  # None (logger=null): no W&B run
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"
     batch_size: int = 1
     targets_per_batch: int = 1
+    max_targets: int | None = None  # at most this many of the dataset's targets (smoke=digits: 3)
+    max_samples: int | None = None  # at most this many samples per target, whatever batch_size says
     baselines: list[str] = field(default_factory=list)
     oracle: Any = None
+    weights: dict[str, Any] = field(default_factory=dict)  # model name -> its files on this machine
+    data_dir: str = ""
     record_gradients: int = 0
     checkpoint_every: int = 500
     resume: str | None = None
@@ -72,10 +77,14 @@ class FsaConfig:
 
 
 def register_configs() -> None:
-    """The schema, and `${fsa_asset:digits/ddpm}`: a path inside fsa's shipped weights."""
+    """The schema; `${fsa_asset:digits/ddpm}`, a path inside fsa's shipped weights; `${fsa_data_dir:}`."""
     ConfigStore.instance().store(name="fsa_schema", node=FsaConfig)
+    # The user's local config folder (~/.config/fsa) is on Hydra's search path; most machines have none.
+    warnings.filterwarnings("ignore", message="provider=hydra.searchpath in main, path=.* is not available")
     if not OmegaConf.has_resolver("fsa_asset"):
         OmegaConf.register_new_resolver("fsa_asset", lambda relative: str(ASSETS_DIR / relative))
+    if not OmegaConf.has_resolver("fsa_data_dir"):
+        OmegaConf.register_new_resolver("fsa_data_dir", lambda: str(default_data_dir()))
 
 
 def _resolve_target(path: str) -> Any:
@@ -105,7 +114,8 @@ def check_keys(cfg: DictConfig) -> None:
     key must be an error, not something silently ignored."""
     top = {f.name for f in dataclasses.fields(FsaConfig)}
     unknown = [str(k) for k in cfg if k not in top]
-    unknown += [f"logger.{k}" for k in cfg.logger if k not in {f.name for f in dataclasses.fields(LoggerConfig)}]
+    logger_keys = {f.name for f in dataclasses.fields(LoggerConfig)}
+    unknown += [f"logger.{k}" for k in cfg.logger or {} if k not in logger_keys]
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; `fsa --help` lists the groups and keys")
 
@@ -119,6 +129,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"checkpoint_every must be >= 0 (0: only on SIGTERM/SIGUSR1), got {cfg.checkpoint_every}")
     if cfg.record_gradients < 0:
         raise ConfigError(f"record_gradients must be >= 0, got {cfg.record_gradients}")
+    for key in ("max_targets", "max_samples"):
+        if cfg[key] is not None and cfg[key] < 1:
+            raise ConfigError(f"{key} must be >= 1 or null, got {cfg[key]}")
     if cfg.targets_per_batch < 1:
         raise ConfigError(f"targets_per_batch must be >= 1, got {cfg.targets_per_batch}")
     unknown = [b for b in cfg.baselines if b not in BASELINE_NAMES]
@@ -126,7 +139,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"baselines must be distinct names from {BASELINE_NAMES}, got {list(cfg.baselines)}")
     if cfg.dtype not in DTYPE_NAMES:
         raise ConfigError(f"dtype must be one of {DTYPE_NAMES}, got '{cfg.dtype}'")
-    if cfg.logger.mode not in LOGGER_MODES:
+    if cfg.logger is not None and cfg.logger.mode not in LOGGER_MODES:
         raise ConfigError(f"logger.mode must be one of {LOGGER_MODES}, got '{cfg.logger.mode}'")
     if cfg.device != "auto" and not str(cfg.device).startswith(("cpu", "cuda", "mps")):
         raise ConfigError(f"device must be auto, cpu, cuda[:N] or mps, got '{cfg.device}'")

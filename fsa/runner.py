@@ -95,7 +95,7 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
 
         # 3. Models and targets; the targets first, so that a bad one fails before the big model loads.
         extractor: FeatureExtractor = build(cfg.extractor).to(device)
-        targets: list[Target] = build(cfg.dataset).load(extractor)
+        targets: list[Target] = build(cfg.dataset).load(extractor)[: cfg.max_targets]
         oracle = build(cfg.oracle) if cfg.get("oracle") else None
         backbone: DiffusionBackbone = build(cfg.model).to(device)
         apply_speed_options(backbone, extractor, speed)
@@ -103,7 +103,8 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
         # 4. The plan: batches of samples, decoded once per variant (guided, then each baseline).
         steps = len(sampler.timesteps(backbone.schedule.num_train_timesteps))
         iterations = guidance.total_iterations(steps)
-        plan = batches(targets, cfg.batch_size, cfg.targets_per_batch, cfg.seed)
+        samples_per_target = min(cfg.batch_size, cfg.max_samples or cfg.batch_size)
+        plan = batches(targets, samples_per_target, cfg.targets_per_batch, cfg.seed)
         variants = {GUIDED: guidance} | {b: BASELINES[b](guidance) for b in cfg.baselines}
         log.info(
             "model %s, extractor %s (%d-d), %d target(s) x %d sample(s) in %d batch(es), %d timesteps, "
@@ -112,7 +113,7 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
             extractor.name,
             extractor.feature_dim,
             len(targets),
-            cfg.batch_size,
+            samples_per_target,
             len(plan),
             steps,
             iterations,
@@ -126,7 +127,7 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
         done = saved["progress"] if saved else 0
         progress = Progress(iterations * len(plan) * len(variants), enabled=cfg.progress, done=done)
         wandb = None
-        if cfg.logger.mode != "disabled":
+        if cfg.logger is not None and cfg.logger.mode != "disabled":
             logger = cfg.logger
             wandb = WandbLogger(
                 logger.mode,
@@ -175,7 +176,7 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
             "sampler": OmegaConf.to_container(cfg.sampler),
             "timesteps": steps,
             "guided_iterations_per_sample": iterations,
-            "batch_size": cfg.batch_size,
+            "batch_size": samples_per_target,
             "targets": len(targets),
             "device": str(device),
             "dtype": cfg.dtype,

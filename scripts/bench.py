@@ -34,7 +34,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch.utils.flop_counter import FlopCounterMode
 
-from fsa.diffusion.backbones import LatentDiffusion, tiny_latent_components
+from fsa.diffusion.backbones import LatentDiffusion, stable_diffusion_architecture, tiny_latent_components
 from fsa.diffusion.samplers import DDIMSampler
 from fsa.diffusion.schedule import NoiseSchedule, predict_x0
 from fsa.extractors import OpenCLIPExtractor, TinyExtractor, TorchvisionExtractor
@@ -87,26 +87,9 @@ def build_backbone(image_size: int, tiny: bool) -> LatentDiffusion:
     """SD 1.4's UNet and VAE (their configs, random weights), or fsa's tiny ones."""
     if tiny:
         unet, vae, _ = tiny_latent_components()
-    else:
-        unet = UNet2DConditionModel(
-            sample_size=64,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(320, 640, 1280, 1280),
-            layers_per_block=2,
-            cross_attention_dim=768,
-            attention_head_dim=8,
-        )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=2,
-            scaling_factor=0.18215,
-        )
+    else:  # the networks of the shipped SD v1 architecture (the text encoder is not needed: zero conditioning)
+        architecture = stable_diffusion_architecture()
+        unet, vae = UNet2DConditionModel(**architecture["unet"]), AutoencoderKL(**architecture["vae"])
     cond = torch.zeros(1, 77, unet.config.cross_attention_dim)
     return LatentDiffusion(unet, vae, cond, NoiseSchedule.make(), image_size=image_size)
 

@@ -17,7 +17,7 @@ from fsa.config import register_configs
 from fsa.extractors.base import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+CONF_DIR = ROOT / "fsa" / "conf"
 
 
 def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:

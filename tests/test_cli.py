@@ -124,3 +124,20 @@ def test_an_output_folder_that_cannot_be_made_is_refused_in_one_line(tmp_path, m
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert "cannot create the output folder" in line and key in line
+
+
+def test_presets_that_need_a_choice_or_a_sweep_say_so(tmp_path):
+    result = fsa("experiment=paper", f"hydra.run.dir={tmp_path}/paper")
+    assert result.returncode == 2 and "specify 'extractor'" in result.stderr
+    assert "choose from: clip_rn50, digits_cnn" in result.stderr
+    result = fsa("experiment=appb_wg", "smoke=digits", f"hydra.run.dir={tmp_path}/sweep")
+    assert result.returncode == 2 and "sweeps guidance.w_g over 0.5,1,2,4,8" in result.stderr
+    assert "`fsa -m experiment=appb_wg smoke=digits" in result.stderr
+    assert not (tmp_path / "paper").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_null_groups_turn_the_oracle_and_wandb_off(tmp_path):
+    result = fsa("debug=tiny", "oracle=null", "logger=null", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["oracle"] is None and config["logger"] is None and not (tmp_path / "wandb").exists()

@@ -15,8 +15,8 @@ import pytest
 import timm
 import torch
 import torchvision
+from helpers import compose_config
 from hydra.utils import get_class, instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 
 from fsa import hub
@@ -31,7 +31,7 @@ from fsa.extractors import (
 )
 from fsa.extractors.base import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "extractor"
+CONF = Path(__file__).resolve().parents[1] / "fsa" / "conf" / "extractor"
 TINY_CLIP = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
@@ -279,9 +279,8 @@ def test_preprocess_and_prepare_generated() -> None:
 
 @pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)
 def test_config_arguments_match_the_class(path: Path) -> None:
-    cfg = OmegaConf.load(path)
-    node = cfg.extractor if "extractor" in cfg else cfg
-    assert "weights" in node and node.weights is None
+    node = compose_config([f"extractor={path.stem}"]).extractor
+    assert "weights" in node and node.weights is None  # no local config here: the weights map is empty
     target = get_class(node._target_)
     kwargs = {k: v for k, v in node.items() if not str(k).startswith("_")}
     inspect.signature(target).bind(**kwargs)
@@ -290,7 +289,7 @@ def test_config_arguments_match_the_class(path: Path) -> None:
 def test_vit_h14_preset_structure() -> None:
     """The 632 M-parameter ViT-H/14 is built on the meta device: shapes only, no memory, no weights."""
     assert (CONF / "vit_h14.yaml").read_text().startswith("# @package _global_")
-    cfg = OmegaConf.load(CONF / "vit_h14.yaml")
+    cfg = compose_config(["extractor=vit_h14"])
     assert cfg.guidance.clip_c == 2.0  # the paper's threshold for ViT-H/14
     assert (cfg.extractor.model_name, cfg.extractor.pretrained) == ("vit_h_14", "IMAGENET1K_SWAG_E2E_V1")
     with torch.device("meta"):
@@ -299,7 +298,7 @@ def test_vit_h14_preset_structure() -> None:
 
 
 def test_clip_rn50_preset_builds_a_1024d_extractor() -> None:
-    extractor = instantiate(OmegaConf.load(CONF / "clip_rn50.yaml"), pretrained=None)  # random weights
+    extractor = instantiate(compose_config(["extractor=clip_rn50"]).extractor, pretrained=None)  # random weights
     assert (extractor.name, extractor.input_size, extractor.feature_dim) == ("clip_rn50", 224, 1024)
     assert extractor.mean == pytest.approx(CLIP_MEAN)
     assert extractor.encode_text(["a photo of a dog"]).shape == (1, 1024)
@@ -307,7 +306,7 @@ def test_clip_rn50_preset_builds_a_1024d_extractor() -> None:
 
 def test_resnet50_preset_builds_a_2048d_extractor(tmp_path: Path) -> None:
     file = _saved(torchvision.models.resnet50(), tmp_path / "resnet50.pt")
-    extractor = instantiate(OmegaConf.load(CONF / "resnet50.yaml"), weights=str(file))
+    extractor = instantiate(compose_config(["extractor=resnet50", f"weights.resnet50={file}"]).extractor)
     assert isinstance(extractor, FeatureExtractor)
     assert (extractor.name, extractor.input_size, extractor.feature_dim) == ("resnet50", 224, 2048)
     assert extractor.mean == IMAGENET_MEAN

@@ -9,13 +9,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "fsa"
 # Lowest first. A module may import its own layer and those below.
 LAYERS = (
-    ("fsa", "fsa.errors", "fsa.hub"),
+    ("fsa", "fsa.errors", "fsa.hub", "fsa.weights"),
     ("fsa.diffusion", "fsa.extractors"),  # the networks, and how images reach an extractor
     ("fsa.data", "fsa.guidance"),  # targets; Algorithm 1 (pure: tensors in, tensors out)
     ("fsa.tracking", "fsa.speed", "fsa.evaluation"),  # run folder, checkpoints, listeners; options; figures
     ("fsa.config",),
     ("fsa.runner",),
-    ("fsa.cli", "fsa.report", "fsa.__main__"),
+    ("fsa.cli", "fsa.report", "fsa.download", "fsa.__main__"),
 )
 
 

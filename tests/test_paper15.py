@@ -1,6 +1,6 @@
 """The paper's 15 images: the downloader (a local folder stands in for GitHub) and `dataset=paper15`."""
 
-import inspect
+import dataclasses
 import os
 import subprocess
 import sys
@@ -8,232 +8,156 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TinyImageExtractor, load_script
-from hydra.errors import InstantiationException
+from helpers import TinyImageExtractor, compose_config
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 
-from fsa.data import ImageTargets, Paper15Targets, TargetError
+from fsa import download as command
+from fsa.data import paper15
+from fsa.data.targets import ImageTargets, Paper15Targets, TargetError
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "download_paper15.py"
-CONF = ROOT / "conf" / "dataset" / "paper15.yaml"
-SIZE = 16
-DIM = 8
 # Nothing listens on the discard port: the connection is refused at once, no network needed.
 REFUSED = "http://127.0.0.1:9/"
 
 
-dl = load_script("download_paper15")
-
-
-def TinyExtractor() -> TinyImageExtractor:
-    return TinyImageExtractor(SIZE, DIM)
-
-
 @pytest.fixture(scope="module")
-def extractor() -> TinyExtractor:
-    return TinyExtractor()
+def extractor() -> TinyImageExtractor:
+    return TinyImageExtractor(16, 8)
 
 
 @pytest.fixture
-def remote(tmp_path: Path) -> Path:
-    """A folder with the 15 file names, each a small real image of its own colour (PNG or JPEG)."""
+def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in for the authors' data/ folder: the 15 names in their subfolders, each a small image of
+    its own colour; the checksums fsa checks against are made those of the stand-ins."""
     folder = tmp_path / "remote"
-    folder.mkdir()
-    for i, name in enumerate(dl.PAPER15_FILES):
-        Image.new("RGB", (12, 10), (i * 15, 255 - i * 15, 90)).save(folder / name)
+    stand_ins = []
+    for i, image in enumerate(paper15.IMAGES):
+        path = folder / image.folder / image.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 36), (i * 15, 255 - i * 15, 90)).save(path)
+        stand_ins.append(dataclasses.replace(image, sha256=paper15.sha256(path)))
+    monkeypatch.setattr(paper15, "IMAGES", tuple(stand_ins))
     return folder
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
-    )
+def files(folder: Path) -> list[str]:
+    """Every file below, hidden temporary ones included: nothing partial may be left behind."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
-def files_in(folder: Path) -> list[str]:
-    """Every entry, hidden temporary files included: nothing partial may be left behind."""
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+def expected_layout() -> list[str]:
+    return sorted(f"{image.folder}/{image.name}" for image in paper15.IMAGES)
 
 
-# --- the downloader ---------------------------------------------------------------------------
-
-
-def test_file_names_are_the_papers_fifteen():
-    assert len(dl.PAPER15_FILES) == len(set(dl.PAPER15_FILES)) == 15
-    assert dl.DEFAULT_SOURCE.startswith("https://raw.githubusercontent.com/KimiakiShirahama/")
-    assert dl.DEFAULT_SOURCE.endswith("/data/")
-    assert dl.DEFAULT_OUT == ROOT / "data" / "paper15"
+def test_the_papers_fifteen_in_the_authors_three_folders():
+    assert len({image.name for image in paper15.IMAGES}) == 15
+    assert [len(paper15.images(s)) for s in ("imagenet", "mscoco", "bansal")] == [6, 6, 3]
+    assert paper15.SOURCE.startswith("https://raw.githubusercontent.com/KimiakiShirahama/")
+    assert all(len(image.sha256) == 64 for image in paper15.IMAGES)
 
 
 @pytest.mark.parametrize("as_url", [True, False], ids=["file-url", "plain-path"])
-def test_download_from_local_source(tmp_path, remote, as_url):
-    out = tmp_path / "out" / "paper15"
-    source = remote.as_uri() if as_url else str(remote)
-    paths = dl.download(source, out)
-
-    assert paths == [out / name for name in dl.PAPER15_FILES]
-    assert files_in(out) == sorted(dl.PAPER15_FILES)
-    for name in dl.PAPER15_FILES:
-        assert (out / name).read_bytes() == (remote / name).read_bytes()
+def test_download_keeps_the_authors_layout(tmp_path, remote, as_url):
+    root = tmp_path / "data" / "paper15"
+    paths = paper15.download(remote.as_uri() if as_url else str(remote), root)
+    assert paths == [root / image.folder / image.name for image in paper15.IMAGES]
+    assert files(root) == expected_layout()
+    assert all(p.read_bytes() == (remote / p.relative_to(root)).read_bytes() for p in paths)
 
 
-def test_main_prints_one_line_summary(tmp_path, remote, capsys):
-    out = tmp_path / "out"
-    assert dl.main(["--source", str(remote), "--out", str(out)]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1 and "15 images" in lines[0] and "15 downloaded" in lines[0]
+def test_a_flat_local_copy_is_a_source_too(tmp_path, remote):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in remote.rglob("*.*"):
+        path.rename(flat / path.name)
+    assert len(paper15.download(str(flat), tmp_path / "out")) == 15
 
 
-def test_existing_files_are_skipped_unless_force(tmp_path, remote, capsys):
-    out = tmp_path / "out"
-    out.mkdir()
-    kept = out / dl.PAPER15_FILES[0]
-    kept.write_bytes(b"already here")  # not even an image: a skipped file is not re-checked
+def test_a_file_that_is_not_the_papers_is_refused(tmp_path, remote, monkeypatch):
+    bad = paper15.IMAGES[3]
+    Image.new("RGB", (40, 36), "white").save(remote / bad.folder / bad.name)  # a readable image, another one
+    with pytest.raises(paper15.DownloadError, match=rf"1 of 15 images failed.*{bad.name}: not the paper's.*SHA-256"):
+        paper15.download(str(remote), tmp_path / "out")
+    assert files(tmp_path / "out") == sorted(set(expected_layout()) - {f"{bad.folder}/{bad.name}"})
+    assert len(paper15.download(str(remote), tmp_path / "out", verify=False)) == 15  # --no-verify
 
-    assert dl.main(["--source", str(remote), "--out", str(out)]) == 0
+
+def test_a_page_that_is_not_an_image_and_a_missing_file_are_reported(tmp_path, remote):
+    html, gone = paper15.IMAGES[0], paper15.IMAGES[-1]
+    (remote / html.folder / html.name).write_bytes(b"<html>404: Not Found</html>")
+    (remote / gone.folder / gone.name).unlink()
+    with pytest.raises(paper15.DownloadError, match="2 of 15") as info:
+        paper15.download(str(remote), tmp_path / "out")
+    assert f"{html.name}: not the paper's image" in str(info.value) and f"{gone.name}: not found" in str(info.value)
+
+
+def test_present_files_are_kept_unless_force(tmp_path, remote, capsys):
+    root = tmp_path / "out"
+    kept = root / paper15.IMAGES[0].name  # a flat copy counts as present
+    root.mkdir()
+    kept.write_bytes(b"already here")
+    assert command.main(["--source", str(remote), "--root", str(root)]) == 0
     assert kept.read_bytes() == b"already here"
     assert "14 downloaded, 1 already present" in capsys.readouterr().out
 
-    (remote / dl.PAPER15_FILES[1]).write_bytes(b"would fail if fetched again")
-    dl.download(str(remote), out)  # everything present: nothing is fetched
-    assert kept.read_bytes() == b"already here"
 
-    (remote / dl.PAPER15_FILES[1]).unlink()
-    Image.new("RGB", (8, 8), "red").save(remote / dl.PAPER15_FILES[1])
-    assert dl.main(["--source", remote.as_uri(), "--out", str(out), "--force"]) == 0
-    assert kept.read_bytes() == (remote / kept.name).read_bytes()
-    assert "15 downloaded, 0 already present" in capsys.readouterr().out
-
-
-def test_corrupt_source_file_is_reported_and_not_kept(tmp_path, remote):
-    bad = dl.PAPER15_FILES[3]
-    (remote / bad).write_bytes(b"<html>404: Not Found</html>")
-    out = tmp_path / "out"
-    with pytest.raises(dl.DownloadError, match=rf"1 of 15 images failed \(14 saved.*\n.*{bad}: not a readable image"):
-        dl.download(remote.as_uri(), out)
-    assert files_in(out) == sorted(set(dl.PAPER15_FILES) - {bad})
-
-    result = run_script("--source", str(remote), "--out", str(out))  # the 14 are skipped, the bad one fails again
-    assert result.returncode != 0
-    assert bad in result.stderr and "Traceback" not in result.stderr
-    assert files_in(out) == sorted(set(dl.PAPER15_FILES) - {bad})
+def test_no_network_fails_cleanly_and_leaves_nothing(tmp_path):
+    root = tmp_path / "data" / "paper15"
+    with pytest.raises(paper15.DownloadError, match="cannot reach"):
+        paper15.download(REFUSED, root, timeout=5)
+    assert files(root) == []
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "fsa.download", "--source", REFUSED, "--root", str(root), "--timeout", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert "cannot reach http://127.0.0.1:9/" in line and "dataset.root=" in line
 
 
-def test_missing_source_file_is_reported(tmp_path, remote):
-    gone = dl.PAPER15_FILES[-1]
-    (remote / gone).unlink()
-    with pytest.raises(dl.DownloadError, match=rf"{gone}: not found"):
-        dl.download(str(remote), tmp_path / "out")
-    assert gone not in files_in(tmp_path / "out")
-
-
-def test_missing_source_folder(tmp_path):
-    with pytest.raises(dl.DownloadError, match="does not exist"):
-        dl.download(str(tmp_path / "nowhere"), tmp_path / "out")
-    assert not (tmp_path / "out").exists()
-
-
-def test_no_network_fails_cleanly(tmp_path):
-    out = tmp_path / "data" / "paper15"
-    with pytest.raises(dl.DownloadError, match="cannot reach"):
-        dl.download(REFUSED, out, timeout=5)
-    assert not out.exists()  # created by the call, empty, so removed again
-
-    result = run_script("--source", REFUSED, "--out", str(out), "--timeout", "5")
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    message = result.stderr.strip()
-    assert len(message.splitlines()) == 1
-    assert "cannot reach http://127.0.0.1:9/" in message
-    assert "by hand" in message and "dataset.root=" in message
-    assert result.stdout == ""
-    assert not out.exists()
-
-
-def test_no_network_keeps_an_existing_folder_untouched(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "mine.txt").write_text("unrelated")
-    result = run_script("--source", REFUSED, "--out", str(out), "--timeout", "5")
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert files_in(out) == ["mine.txt"]
+def test_the_download_goes_where_data_dir_says_wherever_it_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("FSA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    assert command.configured_root() == tmp_path / "data" / "paper15"
+    cfg = compose_config(["dataset=paper15"])
+    assert cfg.dataset.root == str(tmp_path / "data" / "paper15")
 
 
 # --- dataset=paper15 --------------------------------------------------------------------------
 
 
-def test_paper15_targets_one_per_image_sorted(tmp_path, remote, extractor):
-    names = ["b_second.png", "a_first.jpg", "c_third.png"]
-    for i, name in enumerate(names):
-        Image.new("RGB", (20, 18), (40 * i, 90, 200 - 40 * i)).save(tmp_path / name)
-    (tmp_path / "notes.txt").write_text("not an image")
-
-    source = Paper15Targets(root=str(tmp_path))
+def test_paper15_targets_in_the_authors_order(tmp_path, remote, extractor):
+    source = Paper15Targets(root=str(remote))
     assert isinstance(source, ImageTargets)
     targets = source.load(extractor)
-    assert [t.name for t in targets] == ["a_first", "b_second", "c_third"]
-    assert [t.source for t in targets] == [str(tmp_path / n) for n in sorted(names)]
-    assert all(t.feature.shape == (DIM,) and t.image.shape == (3, SIZE, SIZE) for t in targets)
-
-    # The same features as the generic image source on the same folder; limit/scale pass through.
-    plain = ImageTargets(paths=[str(tmp_path)]).load(extractor)
-    assert all(torch.equal(a.feature, b.feature) for a, b in zip(targets, plain, strict=True))
-    scaled = Paper15Targets(root=str(tmp_path), limit=2, scale=2.0).load(extractor)
-    assert len(scaled) == 2 and torch.allclose(scaled[0].feature, 2 * plain[0].feature)
+    assert [t.name for t in targets] == [Path(image.name).stem for image in paper15.IMAGES]
+    plain = ImageTargets(paths=[str(remote / image.folder / image.name) for image in paper15.IMAGES])
+    assert all(torch.equal(a.feature, b.feature) for a, b in zip(targets, plain.load(extractor), strict=True))
+    mscoco = Paper15Targets(root=str(remote), subset="mscoco", scale=2.0).load(extractor)
+    assert [t.name for t in mscoco] == [Path(image.name).stem for image in paper15.images("mscoco")]
 
 
-def test_paper15_relative_root_uses_working_directory(tmp_path, remote, monkeypatch, extractor):
-    monkeypatch.chdir(remote.parent)
-    source = Paper15Targets(root="remote")
-    assert source.root == remote
-    assert [p.name for p in source.files] == sorted(dl.PAPER15_FILES)
-    assert len(source.load(extractor)) == 15
+def test_paper15_says_which_images_are_missing(tmp_path, remote):
+    gone = paper15.IMAGES[7]
+    (remote / gone.folder / gone.name).unlink()
+    with pytest.raises(
+        TargetError, match=rf"1 of the paper's images are not in .*\({gone.name}\).*fsa-download-paper15"
+    ):
+        Paper15Targets(root=str(remote))
+    with pytest.raises(TargetError, match="does not exist.*fsa-download-paper15"):
+        Paper15Targets(root=str(tmp_path / "nowhere"))
+    with pytest.raises(TargetError, match="subset must be one of"):
+        Paper15Targets(root=str(remote), subset="coco")
 
 
-@pytest.mark.parametrize("empty", [False, True], ids=["missing", "empty"])
-def test_paper15_missing_root_says_how_to_get_images(tmp_path, empty):
-    root = tmp_path / "paper15"
-    if empty:
-        root.mkdir()
-        (root / "README.txt").write_text("no images here")
-    with pytest.raises(TargetError) as info:
-        Paper15Targets(root=str(root))
-    message = str(info.value)
-    assert str(root) in message
-    assert "python scripts/download_paper15.py" in message and "dataset.root=" in message
-
-
-def test_paper15_config_lists_every_argument(tmp_path, remote, extractor):
-    cfg = OmegaConf.load(CONF)
-    assert set(cfg.keys()) - {"_target_"} == set(inspect.signature(Paper15Targets).parameters)
-    assert cfg.root == inspect.signature(Paper15Targets).parameters["root"].default
-    OmegaConf.set_struct(cfg, True)
-    source = instantiate(OmegaConf.merge(cfg, {"root": str(remote), "limit": 3}))
-    assert isinstance(source, Paper15Targets)
-    assert [t.name for t in source.load(extractor)] == [Path(n).stem for n in sorted(dl.PAPER15_FILES)[:3]]
-
-
-def test_default_root_names_the_download_script(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no data/paper15 here
-    with pytest.raises(TargetError, match=r"data/paper15' does not exist.*download_paper15\.py"):
-        Paper15Targets()
-    with pytest.raises(InstantiationException, match="download_paper15.py"):  # Hydra wraps the TargetError
-        instantiate(OmegaConf.load(CONF))
-
-
-def test_script_help_runs_without_fsa_import():
-    """The downloader needs only the standard library and PIL: no torch start-up for a download."""
-    env = {**os.environ, "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", str(SCRIPT), "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
-    assert result.returncode == 0 and "--source" in result.stdout
-    assert " torch" not in result.stderr and " fsa" not in result.stderr
+def test_the_config_finds_them_under_data_dir(tmp_path, remote, extractor, monkeypatch):
+    monkeypatch.setenv("FSA_DATA_DIR", str(remote.parent))
+    remote.rename(remote.parent / "paper15")
+    cfg = compose_config(["dataset=paper15_mscoco"])
+    assert len(instantiate(cfg.dataset).load(extractor)) == 6

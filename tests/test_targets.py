@@ -14,7 +14,7 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
 from PIL import Image
 from torch import Tensor, nn
 
-from fsa.data import (
+from fsa.data.targets import (
     DEFAULT_SKIMAGE_NAMES,
     CaptionTargets,
     FeatureTargets,
@@ -26,7 +26,7 @@ from fsa.data import (
 )
 from fsa.extractors.base import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+CONF = Path(__file__).resolve().parents[1] / "fsa" / "conf" / "dataset"
 SIZE = 16
 DIM = 8
 

@@ -1,29 +1,3 @@
-"""Target features f_s: from images, captions, feature files or scikit-image's bundled photographs."""
-
-from fsa.data.targets import (
-    DEFAULT_SKIMAGE_NAMES,
-    IMAGE_EXTENSIONS,
-    SKIMAGE_PHOTOS,
-    CaptionTargets,
-    FeatureTargets,
-    ImageTargets,
-    Paper15Targets,
-    SkimageTargets,
-    Target,
-    TargetError,
-    TargetTransform,
-)
-
-__all__ = [
-    "DEFAULT_SKIMAGE_NAMES",
-    "IMAGE_EXTENSIONS",
-    "SKIMAGE_PHOTOS",
-    "CaptionTargets",
-    "FeatureTargets",
-    "ImageTargets",
-    "Paper15Targets",
-    "SkimageTargets",
-    "Target",
-    "TargetError",
-    "TargetTransform",
-]
+"""Targets and the data behind them: image files, captions, feature files, the embedded digits, the
+paper's 15 images. The modules are imported where needed (`fsa.data.targets`, ...), so that the light
+ones (the paper15 downloader) start without torch."""

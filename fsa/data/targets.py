@@ -19,6 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from fsa.data import paper15
 from fsa.errors import ExtractorError as _FsaExtractorError
 from fsa.errors import FsaError
 from fsa.extractors.base import ExtractorError, FeatureExtractor
@@ -248,27 +249,32 @@ class ImageTargets:
 
 
 class Paper15Targets(ImageTargets):
-    """The paper's 15 actual images, from a local folder (they are not bundled: see the download script).
-
-    Only the friendlier failure differs from `ImageTargets(paths=[root])`: a missing or empty
-    folder most likely means the images were never downloaded, so the error says how to get them.
-    """
+    """The paper's 15 actual images (or one subset: imagenet, mscoco, bansal), in the authors' order,
+    found under `root` flat or in the authors' subfolders. They are not bundled: a missing root or
+    missing files say which and how to fetch them (`fsa-download-paper15`)."""
 
     def __init__(
-        self, root: str = "data/paper15", limit: int | None = None, scale: float = 1.0, norm: float | None = None
+        self,
+        root: str,
+        subset: str | None = None,
+        limit: int | None = None,
+        scale: float = 1.0,
+        norm: float | None = None,
     ) -> None:
-        folder = Path(str(root)).expanduser()
-        # Hydra keeps the working directory (hydra.job.chdir=false): relative means relative to where fsa runs.
-        self.root = folder if folder.is_absolute() else Path.cwd() / folder
-        if not self.root.is_dir() or not any(
-            p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in self.root.iterdir()
-        ):
-            state = "has no image files" if self.root.is_dir() else "does not exist"
+        self.root = Path(str(root)).expanduser()
+        try:
+            wanted = paper15.images(subset)
+        except ValueError as error:
+            raise TargetError(str(error)) from None
+        if not self.root.is_dir():
+            raise TargetError(f"paper15 image folder '{self.root}' does not exist: {paper15.HOW_TO_GET}")
+        found, missing = paper15.locate(self.root, wanted)
+        if missing:
+            names = ", ".join(image.name for image in missing)
             raise TargetError(
-                f"paper15 image folder '{self.root}' {state}: run `python scripts/download_paper15.py` "
-                "to fetch the paper's 15 images, or pass dataset.root=/path/to/images"
+                f"{len(missing)} of the paper's images are not in '{self.root}' ({names}): {paper15.HOW_TO_GET}"
             )
-        super().__init__(paths=[str(self.root)], limit=limit, scale=scale, norm=norm)
+        super().__init__(paths=[str(path) for path in found], limit=limit, scale=scale, norm=norm)
 
 
 class SkimageTargets:

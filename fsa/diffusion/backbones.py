@@ -8,18 +8,24 @@ differentiates with respect to the latent only.
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UNet2DModel
 from torch import Tensor, nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from fsa import ASSETS_DIR
 from fsa.diffusion.schedule import NoiseSchedule
 from fsa.errors import WeightsUnavailableError
 from fsa.hub import fail_fast_offline
+from fsa.weights import load_state_dict_file
 
 log = logging.getLogger(__name__)
 
+SD_ARCHITECTURE = ASSETS_DIR / "sd14" / "architecture.yaml"
+LDM_TEXT_PREFIX = "cond_stage_model.transformer."  # the text encoder's keys in an original checkpoint
 # CLIP's byte-pair vocabulary: start- and end-of-text ids. Stable Diffusion's tokenizer pads with
 # the end-of-text token, so "" becomes [SOT, EOT, EOT, ...]. Written out rather than tokenised
 # because transformers' CLIPTokenizer silently breaks offline.
@@ -118,10 +124,41 @@ def _missing_weights(what: str, path: str, option: str, error: Exception) -> Wei
     return WeightsUnavailableError(f"could not load {what} from '{path}' ({type(error).__name__}: {error}); {advice}")
 
 
+def stable_diffusion_architecture(path: str | None = None) -> dict[str, dict[str, Any]]:
+    """The networks' keyword arguments (unet, vae, text_encoder, scheduler): Stable Diffusion v1's, as
+    fsa ships them, or those of another YAML file written the same way."""
+    file = Path(path).expanduser() if path else SD_ARCHITECTURE
+    if not file.is_file():
+        raise WeightsUnavailableError(f"model.architecture: '{file}' does not exist")
+    architecture = yaml.safe_load(file.read_text())
+    if not isinstance(architecture, dict) or set(architecture) != {"unet", "vae", "text_encoder", "scheduler"}:
+        raise WeightsUnavailableError(f"model.architecture: '{file}' needs unet, vae, text_encoder and scheduler")
+    return architecture
+
+
+def latent_networks(
+    architecture: dict[str, dict[str, Any]],
+) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel]:
+    """The UNet, VAE and text encoder an architecture describes, randomly initialised."""
+    return (
+        UNet2DConditionModel(**architecture["unet"]),
+        AutoencoderKL(**architecture["vae"]),
+        CLIPTextModel(CLIPTextConfig(**architecture["text_encoder"])),
+    )
+
+
 def load_stable_diffusion(
-    path: str = "CompVis/stable-diffusion-v1-4", image_size: int | None = None, revision: str | None = None
+    path: str = "CompVis/stable-diffusion-v1-4",
+    image_size: int | None = None,
+    revision: str | None = None,
+    architecture: str | None = None,
 ) -> LatentDiffusion:
-    """A diffusers-format Stable Diffusion (hub id or local folder with unet/, vae/, text_encoder/, scheduler/)."""
+    """Stable Diffusion from a diffusers folder or hub id (unet/, vae/, text_encoder/, scheduler/), or from
+    an original single-file checkpoint (`sd-v1-4.ckpt`, or a `.safetensors` of it) with the networks that
+    `architecture` describes (null: Stable Diffusion v1's, shipped with fsa)."""
+    file = Path(path).expanduser()
+    if file.is_file():
+        return _from_single_file(file, image_size, stable_diffusion_architecture(architecture))
     kwargs = {"revision": revision} if revision else {}
     try:
         with fail_fast_offline():
@@ -134,6 +171,36 @@ def load_stable_diffusion(
     schedule = NoiseSchedule.from_scheduler_config(scheduler_config)
     name = Path(path).name if Path(path).exists() else path
     return LatentDiffusion(unet, vae, empty_prompt_embedding(text_encoder), schedule, image_size, name)
+
+
+def _from_single_file(file: Path, image_size: int | None, architecture: dict[str, dict[str, Any]]) -> LatentDiffusion:
+    """An original (CompVis) checkpoint: one state dict with the UNet under `model.diffusion_model.`, the
+    VAE under `first_stage_model.` and the text encoder under `cond_stage_model.transformer.`, renamed
+    to diffusers' layout by diffusers' own converters. Read by fsa's safe reader (weights only); the
+    non-EMA UNet weights, as the authors' code loads them (their config has use_ema: False)."""
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+
+    state = load_state_dict_file(file, "the Stable Diffusion checkpoint")
+    unet, vae, text_encoder = latent_networks(architecture)
+    text = {key.removeprefix(LDM_TEXT_PREFIX): value for key, value in state.items() if key.startswith(LDM_TEXT_PREFIX)}
+    try:
+        unet.load_state_dict(convert_ldm_unet_checkpoint(state, architecture["unet"]))
+        vae.load_state_dict(convert_ldm_vae_checkpoint(state, architecture["vae"]))
+        missing, unexpected = text_encoder.load_state_dict(text, strict=False)
+        unexpected = [key for key in unexpected if not key.endswith("position_ids")]  # a buffer in older files
+        if missing or unexpected:
+            raise RuntimeError(f"text encoder: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    except (RuntimeError, KeyError) as error:
+        raise WeightsUnavailableError(
+            f"'{file}' does not fit the networks of {architecture_name(architecture)} ({error}); "
+            "is it a Stable Diffusion v1 checkpoint? Another architecture: model.architecture=/path/to/its.yaml"
+        ) from None
+    schedule = NoiseSchedule.from_scheduler_config(architecture["scheduler"])
+    return LatentDiffusion(unet, vae, empty_prompt_embedding(text_encoder), schedule, image_size, file.name)
+
+
+def architecture_name(architecture: dict[str, dict[str, Any]]) -> str:
+    return "Stable Diffusion v1" if architecture == stable_diffusion_architecture() else "model.architecture"
 
 
 def load_pixel_diffusion(path: str, subfolder: str | None = None) -> PixelDiffusion:
@@ -157,43 +224,48 @@ def _load_scheduler_config(path: str, unet_subfolder: str | None) -> dict:
     raise OSError(f"no scheduler_config.json in '{path}' (looked in scheduler/ and {unet_subfolder or '.'})")
 
 
+# Stable Diffusion's layout at a size for CPU tests (latent 4x8x8, image 64): two UNet levels, four
+# VAE blocks (SD's x8 down-sampling), a one-layer text encoder with CLIP's vocabulary.
+TINY_ARCHITECTURE: dict[str, dict[str, Any]] = {
+    "unet": {
+        "sample_size": 8,
+        "in_channels": 4,
+        "out_channels": 4,
+        "block_out_channels": (8, 16),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+        "cross_attention_dim": 16,
+        "attention_head_dim": 4,
+        "norm_num_groups": 4,
+    },
+    "vae": {
+        "in_channels": 3,
+        "out_channels": 3,
+        "block_out_channels": (8, 8, 16, 16),
+        "down_block_types": ("DownEncoderBlock2D",) * 4,
+        "up_block_types": ("UpDecoderBlock2D",) * 4,
+        "latent_channels": 4,
+        "norm_num_groups": 4,
+        "layers_per_block": 1,
+        "scaling_factor": 0.18215,
+    },
+    "text_encoder": {
+        "vocab_size": 49408,
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 77,
+    },
+    "scheduler": {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear"},
+}
+
+
 def tiny_latent_components(seed: int = 0) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel]:
-    """Randomly initialised SD-shaped components, small enough for CPU tests (latent 4x8x8, image 64)."""
+    """Randomly initialised SD-shaped components, small enough for CPU tests (`TINY_ARCHITECTURE`)."""
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=4,
-        norm_num_groups=4,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 8, 16, 16),  # four blocks: SD's x8 down-sampling
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        norm_num_groups=4,
-        layers_per_block=1,
-        scaling_factor=0.18215,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-        )
-    )
-    return unet, vae, text_encoder
+    return latent_networks(TINY_ARCHITECTURE)
 
 
 def build_tiny_latent_diffusion(

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from fsa import ASSETS_DIR
 from fsa.errors import WeightsUnavailableError
 from fsa.extractors.base import FeatureExtractor
-from fsa.extractors.loading import load_state_dict_file, require_file
+from fsa.weights import load_state_dict_file, require_file
 
 DEFAULT_WEIGHTS = ASSETS_DIR / "digits" / "cnn.safetensors"
 GREY_MEAN, GREY_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from fsa.errors import ExtractorError, WeightsUnavailableError
 from fsa.extractors.base import FeatureExtractor
 from fsa.extractors.layers import close_names
-from fsa.extractors.loading import HOW_TO_PASS, load_state_dict_file, require_file
 from fsa.hub import fail_fast_offline
+from fsa.weights import HOW_TO_PASS, load_state_dict_file, require_file
 
 log = logging.getLogger("fsa.extractors")
 

@@ -9,8 +9,8 @@ from timm.data import resolve_data_config
 from fsa.errors import ExtractorError, WeightsUnavailableError
 from fsa.extractors import layers
 from fsa.extractors.base import FeatureExtractor
-from fsa.extractors.loading import HOW_TO_PASS, require_file
 from fsa.hub import fail_fast_offline
+from fsa.weights import HOW_TO_PASS, require_file
 
 log = logging.getLogger("fsa.extractors")
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from fsa.errors import WeightsUnavailableError
 from fsa.extractors.base import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor
-from fsa.extractors.loading import load_state_dict_file, require_file
+from fsa.weights import load_state_dict_file, require_file
 
 log = logging.getLogger("fsa.extractors")
 

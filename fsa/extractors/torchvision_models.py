@@ -12,7 +12,7 @@ from torch import nn
 from fsa.errors import ExtractorError, WeightsUnavailableError
 from fsa.extractors import layers
 from fsa.extractors.base import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor
-from fsa.extractors.loading import HOW_TO_PASS, load_state_dict_file, require_file
+from fsa.weights import HOW_TO_PASS, load_state_dict_file, require_file
 
 log = logging.getLogger("fsa.extractors")
 

@@ -1,7 +1,12 @@
-"""Getting pretrained weights: local files, caches and the hub, failing fast and saying what to do.
+"""Reading weight files from a user's path, safely, and saying what to do when one is missing.
 
-Every family accepts ``weights`` (a local file that takes precedence over downloads), so a
-machine without network access runs with ``extractor.weights=/path/to/file``.
+Every family accepts a local file that takes precedence over downloads (`extractor.weights=`,
+`model.path=`; `weights.<name>=` in a local config), so a machine without network runs with files
+fetched elsewhere. Files are read by safe readers only: safetensors, or `torch.load(weights_only=True)`,
+which builds nothing but tensors, numbers, strings and containers. A file that asks for any other
+object (the way a malicious pickle runs code) is refused. The one exception is made harmless: the
+original Stable Diffusion checkpoints hold a PyTorch Lightning `ModelCheckpoint` callback, which is
+read as an empty placeholder, never as Lightning's class.
 """
 
 import os
@@ -23,6 +28,17 @@ def require_file(path: str | os.PathLike, what: str) -> Path:
     return file
 
 
+class _Ignored:
+    """What a training checkpoint's bookkeeping objects (a Lightning callback) become: nothing."""
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+
+# Names that training checkpoints carry beside their weights, read as `_Ignored`.
+PLACEHOLDERS = [(_Ignored, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint")]
+
+
 def load_state_dict_file(path: Path, what: str) -> dict[str, Any]:
     """A state dict from a .safetensors or torch file (also inside a {"state_dict"|"model": ...} checkpoint)."""
     try:
@@ -31,7 +47,8 @@ def load_state_dict_file(path: Path, what: str) -> dict[str, Any]:
 
             state = load_file(str(path), device="cpu")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(PLACEHOLDERS):
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling and format errors come in many types
         raise WeightsUnavailableError(f"{what}: cannot read '{path}' as a state dict ({error})") from error
     for key in ("state_dict", "model"):
