@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch and torchvision first, pinned: these builds are on local disk here (see README).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help install run test test-fast bench study lint format clean
+.PHONY: help install run test test-fast bench gpu-check study lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv and install fsa with its dependencies
 
-run: install  ## the main job: guidance on the embedded digits setup, with the proof that it works (CPU, ~1 min)
+run: install  ## the main job: guidance on the embedded digits setup, with the proof that it works (CPU, ~2 min)
 	$(VENV)/bin/fsa device=cpu $(ARGS)
 
 test: install  ## the default test suite: CPU only, no downloads
@@ -30,6 +30,9 @@ test-fast: install  ## the tests without the slow subprocess ones
 
 bench: install  ## time one guided iteration and its parts (SD 1.4 shapes, random weights), e.g. ARGS="--tiny"
 	$(PY) scripts/bench.py $(ARGS)
+
+gpu-check: install  ## on a CUDA machine: gpu tests, the main job, the bench at 512 px (~6.5 min on an H200)
+	PYTHON=$(PY) bash scripts/gpu_check.sh $(ARGS)
 
 study: install  ## best distance against guided iterations on digits, paper schedule vs cheaper ones (CPU, ~75 min)
 	$(PY) scripts/schedule_study.py $(ARGS)

@@ -71,8 +71,41 @@ class FolderChecks(Callback):
             sys.exit(1)
 
 
+HELP = """fsa: feature space analysis by guided diffusion (Shirahama et al., 2025).
+
+Usage: fsa [group=option ...] [key=value ...]       one run
+       fsa -m [group=a,b ...] [key=x,y ...]         a sweep: one job per combination
+
+Config groups (group=option; group=null removes it):
+{groups}
+
+Examples:
+  fsa                                              the embedded digits and the proof that guidance works
+  fsa debug=tiny                                   the whole pipeline in seconds (random tiny models)
+  fsa experiment=fig3_clip                         Figs. 3-4: CLIP RN50 on the paper's 15 images (GPU)
+  fsa -m experiment=appb_wg smoke=digits           App. B's w_g sweep at smoke scale, on a CPU
+  fsa --cfg job [overrides]                        print the composed config instead of running
+
+Results go to hydra.run.dir (hydra.sweep.dir with -m); `fsa-report <folder>` makes tables and figures.
+Exit codes: 0 done, 1 failed (a multirun: some job failed), 2 bad input or refused folder, 3 checkpointed.
+Hydra's own options: fsa --hydra-help.
+"""
+
+
+def groups() -> str:
+    """Each config group and its options, read from the config folder (no composition: instant)."""
+    lines = []
+    for folder in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra",)):
+        options = sorted(f.stem for f in folder.glob("*.yaml") if f.stem != "default")
+        lines.append(f"  {folder.name:<11} {', '.join(options)}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """`fsa [overrides]`: Hydra's command line, with config errors said in one line (exit 2)."""
+    if sys.argv[1:] in (["--help"], ["-h"]):  # Hydra's help composes every group twice: seconds
+        print(HELP.format(groups=groups()), end="")
+        return
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises config errors instead of printing them
     sys.argv[1:] = [deselect(argument) for argument in sys.argv[1:]]
     try:

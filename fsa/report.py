@@ -593,7 +593,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="fsa-report", description="Tables and figures (App. B/C, Figs. 2-7) from an fsa run or multirun folder."
     )
-    parser.add_argument("folder", type=Path, help="a run folder (with .hydra/) or a multirun folder of job folders")
+    parser.add_argument("folder", type=Path, help="a run folder (with status.json) or a multirun folder of job folders")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: <folder>/report)")
     parser.add_argument(
         "--wandb",
@@ -667,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = find_runs(folder)
     if not paths:
         print(
-            f"fsa-report: no runs in {folder}: expected a run folder (with .hydra/ or summary.json) "
+            f"fsa-report: no runs in {folder}: expected a run folder (with status.json or config.yaml) "
             "or a multirun folder of such job folders",
             file=sys.stderr,
         )

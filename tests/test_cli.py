@@ -141,3 +141,12 @@ def test_null_groups_turn_the_oracle_and_wandb_off(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert config["oracle"] is None and config["logger"] is None and not (tmp_path / "wandb").exists()
+
+
+def test_help_names_fsa_and_lists_every_group_with_its_options():
+    result = fsa("--help")
+    assert result.returncode == 0 and result.stdout.startswith("fsa: feature space analysis")
+    for group, option in [("model", "sd14"), ("extractor", "vit_h14"), ("experiment", "appb_wg"), ("speed", "fast")]:
+        line = next(line for line in result.stdout.splitlines() if line.strip().startswith(group + " "))
+        assert option in line
+    assert "cli" not in result.stdout.split()

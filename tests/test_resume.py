@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # checkpoint every 5, with a baseline so that a kill can land in either run variant.
 RUN = [
     "smoke=digits",
-    "experiment=appc_early_steps",
+    "experiment=paper",
+    "extractor=digits_cnn",
     "dataset.limit=2",
     "baselines=[unguided]",
     "guidance.early_k=20",

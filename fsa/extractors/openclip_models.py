@@ -23,7 +23,7 @@ PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 
 
 class OpenCLIPExtractor(FeatureExtractor):
-    """CLIP's ``encode_image`` as the feature, NOT L2-normalised (algorithm.md, "Target feature f_s").
+    """CLIP's ``encode_image`` as the feature, NOT L2-normalised (docs/method.md, "The target feature").
 
     The paper ran OpenAI's ``clip`` package with RN50: open_clip's RN50 + "openai" weights is the
     same network (QuickGELU as the tag requires), giving 1024-d features at 224 px with CLIP's

@@ -20,7 +20,7 @@ log = logging.getLogger("fsa.extractors")
 class TorchvisionExtractor(FeatureExtractor):
     """A torchvision model's output (or a named layer's, optionally pooled) as the feature.
 
-    The paper's settings (algorithm.md, "Target feature f_s"): ResNet-50 IMAGENET1K_V1 with
+    The paper's settings (docs/method.md, "The target feature"): ResNet-50 IMAGENET1K_V1 with
     ``fc`` replaced by Identity (2048-d average-pool output, 224 px); ViT-H/14
     IMAGENET1K_SWAG_E2E_V1 with ``heads.head`` replaced by Identity (1280-d class token after
     the final LayerNorm, 518 px). ImageNet mean/std for both.

@@ -2,7 +2,7 @@
 
 Pure: tensors in, tensors out. No config, logging or files here: every evaluation is reported
 through `callback(Evaluation)`, and listeners (tables, W&B, progress bar) do the rest.
-See `shared/reference/algorithm.md` for each step; the comments name the paper's equations.
+docs/method.md explains each step; the comments name the paper's equations.
 """
 
 from collections.abc import Callable, Sequence

@@ -67,6 +67,7 @@ class WandbLogger:
             reinit="finish_previous",
             id=run_id,
             resume="allow" if run_id else None,
+            settings=wandb.Settings(quiet=True),  # fsa's log already says what came out
         )
         self.run.define_metric("iteration")
         self.run.define_metric("*", step_metric="iteration")
