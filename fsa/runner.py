@@ -35,6 +35,7 @@ from fsa.guidance.feature_guidance import FeatureGuidance, squared_distance
 from fsa.speed import apply_speed_options, torch_dtype
 from fsa.tracking.checkpoint import Checkpoints
 from fsa.tracking.local import EvaluationTable, GradientRecorder, save_png
+from fsa.tracking.overview import write_overview
 from fsa.tracking.progress import Progress
 from fsa.tracking.run_folder import GUIDED, RunFolder, SampleResult, comparable, target_folder_name
 from fsa.tracking.wandb_logger import WandbLogger
@@ -190,6 +191,7 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
             "baseline_samples": {b: [r.to_dict() for r in samples[b]] for b in cfg.baselines},
             "environment": environment(),
         }
+        overview = write_overview(folder, samples, folder.root / "overview.png")
         folder.complete(summary)
 
         # 8. Tell the user what came out and where.
@@ -202,6 +204,7 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
             log.info("W&B run (%s): %s", wandb.mode, wandb.run.dir)
         log.info("images: %s", folder.variant_dir(GUIDED) / "images")
         log.info("table: %s; summary: %s", folder.evaluations_file(), folder.root / "summary.json")
+        log.info("overview: %s (tables and figures: fsa-report %s)", overview, folder.root)
         return summary
 
 

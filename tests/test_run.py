@@ -112,3 +112,18 @@ def test_guided_best_distance_is_below_unguided_for_the_same_seeds(guided, tmp_p
     for g, u in zip(result["samples"], unguided["samples"], strict=True):
         assert g["best_distance"] < u["best_distance"]
     assert not list(tmp_path.glob("wandb"))
+
+
+def test_overview_picture_has_a_row_per_target_and_a_column_per_image(guided, tmp_path):
+    from fsa.tracking.overview import CELL, LABEL
+
+    out, cfg, result = guided
+    with Image.open(out / "overview.png") as image:
+        columns = 1 + 2 * cfg.batch_size  # the target, then best and final of each sample
+        assert image.size == (CELL * columns, LABEL + (CELL + LABEL) * result["targets"])
+    assert "overview: " in (out / "fsa.log").read_text().splitlines()[-1]  # said last, with fsa-report
+    # Baselines add their own best and final images for the same seeds, in the same row.
+    cfg = compose_config(["debug=tiny", "~logger", "baselines=[unguided]"], tmp_path)
+    with_baseline = run(cfg, tmp_path)
+    with Image.open(tmp_path / "overview.png") as image:
+        assert image.width == CELL * (1 + 2 * 2 * cfg.batch_size) and with_baseline["targets"] == 1

@@ -12,6 +12,7 @@ tests build folders with it. Paths are relative to the run folder:
     failure.json       what went wrong (failed only; never beside a summary)
     checkpoint.pt      where an interrupted run continues from
     evaluations.csv    one row per sample and evaluation; gradients.pt: Fig. 2's gradients
+    overview.png       every target against its best and final images, baselines included
     images/<nnn>_<target>/target.png, sample<i>_best.png, sample<i>_final.png
     baselines/<name>/  evaluations.csv and images/ of each baseline (same seeds, other guidance)
     wandb/             W&B's own files
@@ -368,7 +369,7 @@ class RunFolder:
 
     def fail(self, error: BaseException) -> None:
         """Record why the run failed (failure.json), unless it is not this process's to record."""
-        if not self.owned:
+        if not self.owned or self.state() == State.COMPLETE:  # a folder never holds a summary and a failure
             return
         record = {"status": "failed", "error": type(error).__name__, "message": str(error)}
         write_json(record, self.root / FAILURE)
@@ -386,11 +387,17 @@ class RunFolder:
         """The run's log lines also go to fsa.log in the folder, while the run lasts."""
         handler = logging.FileHandler(self.root / LOG)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setLevel(logging.INFO)
+        fsa_logger = logging.getLogger("fsa")  # fsa's INFO lines reach the file however the caller logs
+        level = fsa_logger.level
+        if fsa_logger.getEffectiveLevel() > logging.INFO:
+            fsa_logger.setLevel(logging.INFO)
         logging.getLogger().addHandler(handler)
         try:
             yield
         finally:
             logging.getLogger().removeHandler(handler)
+            fsa_logger.setLevel(level)
             handler.close()
 
 
