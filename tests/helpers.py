@@ -46,6 +46,14 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
+# A tiny open_clip ViT CLIP with the real vocabulary (so the bundled tokenizer works).
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+}
+
+
 class TinyImageExtractor(FeatureExtractor):
     """A random conv + average pool (features of size `dim`, no text tower): enough to turn images into targets."""
 

@@ -15,7 +15,7 @@ import pytest
 import timm
 import torch
 import torchvision
-from helpers import compose_config
+from helpers import TINY_CLIP, compose_config
 from hydra.utils import get_class, instantiate
 from PIL import Image
 
@@ -32,11 +32,6 @@ from fsa.extractors import (
 from fsa.extractors.base import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN
 
 CONF = Path(__file__).resolve().parents[1] / "fsa" / "conf" / "extractor"
-TINY_CLIP = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
-}
 
 
 def _saved(model: torch.nn.Module, path: Path) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import compose_config, tiny_pixel_unet
+from helpers import TINY_CLIP, compose_config, tiny_pixel_unet
 
 from fsa.data.targets import FeatureTargets, TargetError
 from fsa.diffusion.backbones import load_pixel_diffusion
@@ -18,12 +18,6 @@ from fsa.extractors.digits_cnn import DigitsCNNExtractor
 from fsa.report import load_gradients
 from fsa.runner import run
 from fsa.tracking.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-
-TINY_CLIP = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
-}
 
 
 class CreatesFile:
