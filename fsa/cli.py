@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from fsa import CONF_DIR
 from fsa.config import register_configs, resolved_container
 from fsa.errors import FsaError, Interrupted
-from fsa.tracking.run_folder import RunFolder, State
+from fsa.tracking.run_folder import RunFolder, State, wandb_group
 
 log = logging.getLogger("fsa")
 register_configs()
@@ -143,8 +143,9 @@ def app(cfg: DictConfig) -> None:
     # also resumes when it holds a checkpoint (a requeued Slurm job reruns in the same folder).
     output_dir = Path(hc.runtime.output_dir)
     folder = Path(cfg.resume) if cfg.resume else output_dir
-    group = Path(hc.sweep.dir).name if multirun else folder.name
-    name = hc.job.override_dirname or folder.name
+    experiment = hc.runtime.choices.get("experiment")
+    group = wandb_group(experiment, Path(hc.sweep.dir) if multirun else folder)
+    name = hc.job.override_dirname or experiment or folder.name
     try:
         # A folder that would refuse the run (in use, complete, another config) says so before the ML
         # stack loads; the runner checks again once it holds the folder's lock.

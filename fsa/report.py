@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fsa.tracking.run_folder import GUIDED, RunFolder, SampleResult, State
+from fsa.tracking.run_folder import GUIDED, RunFolder, SampleResult, State, wandb_group
 
 VARIANTS = ("guided", "unguided", "printed_sign")
 RUN_COLUMNS = (
@@ -697,7 +697,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if args.wandb != "disabled":
         config = next((run.config for run in runs if run.config), {})
-        print("  " + log_to_wandb(args.wandb, out, folder.name, config, tables, figures))
+        experiment = parse_overrides(runs[0].overrides).get("experiment")
+        group = wandb_group(experiment, folder)  # the group the jobs logged to
+        print("  " + log_to_wandb(args.wandb, out, group, config, tables, figures))
     print(f"fsa-report: report in {out}")
     return 0
 

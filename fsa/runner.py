@@ -139,7 +139,8 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
                 logger.group or group,
                 logger.name or name,
                 list(logger.tags),
-                run_id=saved["wandb_id"] if saved else None,
+                list(variants),
+                run_ids=saved.get("wandb_ids") if saved else None,
             )
             checkpoints.on_save.append(wandb.send)
 
@@ -162,7 +163,7 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
         finally:
             progress.close()
             if wandb and not completed:
-                wandb.finish({"status": "interrupted"}, exit_code=1)
+                wandb.finish({v: {"status": "interrupted"} for v in variants}, exit_code=1)
 
         # 7. Judge and summarise: calibrated distances, the oracle's verdicts, the proof figures.
         reference = mean_pairwise_distance(torch.stack([t.feature for t in targets]))
@@ -199,13 +200,22 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
         for key, value in summary["proof"].items():
             log.info("proof: %s = %s", key, value)
         if wandb:
-            skip = ("samples", "baseline_samples", "environment", "sampler")
-            wandb.finish({k: v for k, v in summary.items() if k not in skip})
-            log.info("W&B run (%s): %s", wandb.mode, wandb.run.dir)
+            for variant, records in samples.items():
+                wandb.results_table(variant, records, folder)
+            wandb.finish(wandb_summaries(summary, figures))
+            log.info("W&B runs (%s): %s", wandb.mode, ", ".join(wandb.directories))
         log.info("images: %s", folder.variant_dir(GUIDED) / "images")
         log.info("table: %s; summary: %s", folder.evaluations_file(), folder.root / "summary.json")
         log.info("overview: %s (tables and figures: fsa-report %s)", overview, folder.root)
         return summary
+
+
+def wandb_summaries(summary: dict[str, Any], figures: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each variant's W&B summary: the guided run gets summary.json less its long lists (the proof
+    included); a baseline's run gets the run's facts and its own figures."""
+    guided = {k: v for k, v in summary.items() if k not in ("samples", "baseline_samples", "environment", "sampler")}
+    facts = {k: v for k, v in guided.items() if k not in (*figures[GUIDED], "baselines", "proof")}
+    return {variant: guided if variant == GUIDED else {**facts, **figures[variant]} for variant in figures}
 
 
 def build(node: DictConfig) -> Any:
@@ -336,7 +346,7 @@ class _Job:
                         "table": table.offset(),
                         "gradients": vars(recorder) if recorder else None,
                         "progress": self.progress.done,
-                        "wandb_id": self.wandb.run.id if self.wandb else None,
+                        "wandb_ids": self.wandb.run_ids() if self.wandb else None,
                     }
 
                 started = time.perf_counter()

@@ -12,6 +12,8 @@ import yaml
 from PIL import Image
 from wandb_records import read_records, run_id
 
+from fsa.tracking.run_folder import wandb_group
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,8 +45,14 @@ def test_multirun_sweeps_w_g_into_grouped_jobs(tmp_path):
     ]
     runs = [read_records(next(job.glob("wandb/offline-run-*/run-*.wandb"))) for job in jobs]
     groups = {next(r.run.run_group for r in records if r.WhichOneof("record_type") == "run") for records in runs}
-    assert groups == {tmp_path.name}  # one W&B run per job, grouped by the sweep
+    assert groups == {f"fsa {tmp_path.name}"}  # one W&B run per job, grouped by the sweep
     assert len({run_id(records) for records in runs}) == 2
+
+
+def test_wandb_group_names_the_experiment_and_when_the_sweep_started(tmp_path):
+    assert wandb_group("appb_wg", Path("outputs/multiruns/2026-11-30/10-04-59")) == "appb_wg 2026-11-30 10-04-59"
+    assert wandb_group(None, Path("outputs/runs/2026-11-30/10-04-59")) == "fsa 2026-11-30 10-04-59"
+    assert wandb_group(None, tmp_path / "my-sweep") == "fsa my-sweep"
 
 
 def test_bad_input_exits_non_zero_with_a_clear_message(tmp_path):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 from helpers import load_script
-from wandb_records import read_records
+from wandb_records import logged_table, runs_by_job_type
 from wandb_records import summary as wandb_summary
 
 from fsa import ASSETS_DIR
@@ -150,8 +150,19 @@ def test_proof_figures_meet_their_thresholds(proof_run):
     assert len(summary["samples"]) == len(summary["baseline_samples"]["unguided"]) == 20
     for guided, unguided in zip(summary["samples"], summary["baseline_samples"]["unguided"], strict=True):
         assert (guided["target"], guided["seed"]) == (unguided["target"], unguided["seed"])  # same seeds
-    (wandb_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
-    assert json.loads(wandb_summary(read_records(wandb_file))["proof"]) == proof
+    runs = runs_by_job_type(out)
+    ((wandb_file, records),) = runs["guided"]
+    assert json.loads(wandb_summary(records)["proof"]) == proof
+    # The results table of each variant carries the oracle's verdicts on its best and final images.
+    for variant, samples in (("guided", summary["samples"]), ("unguided", summary["baseline_samples"]["unguided"])):
+        ((wandb_file, records),) = runs[variant]
+        table = logged_table(wandb_file, records, "results")
+        column = {name: i for i, name in enumerate(table["columns"])}
+        for row, s in zip(table["data"], samples, strict=True):
+            assert row[column["best oracle class"]] == s["best_oracle_class"]
+            agrees = [s[f"{kind}_oracle_class"] == s["target_label"] for kind in ("best", "final")]
+            verdict = " / ".join("yes" if a else "no" for a in agrees)
+            assert row[column["oracle agrees (best / final)"]] == verdict
 
 
 def test_baseline_outputs_have_their_own_folders(proof_run):

@@ -350,7 +350,7 @@ def test_wandb_offline_creates_one_report_run_in_the_out_folder(multirun, tmp_pa
     assert len(stores) == 1
     records = read_records(stores[0])
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
-    assert run.job_type == "report" and run.run_group == multirun.name and run.project == "fsa-test"
+    assert run.job_type == "report" and run.run_group == f"fsa {multirun.name}" and run.project == "fsa-test"
     logged = {key for row in history_rows(records) for key in row}
     logged_names = {"/".join(key.split("/")[:2]) if key.startswith("figures/") else key.split("/")[0] for key in logged}
     assert {"runs", "sweep", "trends", "figures/boxplot_guidance.w_g"} <= logged_names

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
-from wandb_records import history_rows, read_records, run_id
+from wandb_records import history_rows, read_records, run_id, run_record
 
 from fsa.tracking.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fsa.tracking.run_folder import target_folder_name
@@ -109,24 +109,33 @@ def test_sigkill_after_a_checkpoint_then_resume_gives_identical_outputs(tmp_path
     same(outputs(folder), uninterrupted)
     assert not (folder / "checkpoint.pt").exists()  # a completed run keeps no checkpoint
     files = list(folder.glob("wandb/offline-run-*/run-*.wandb"))
-    records = [read_records(f, wait_s=0) for f in files]
-    assert len(files) == 2 and len({run_id(r) for r in records}) == 1  # the same W&B run
+    # One W&B run per variant (guided, unguided), each opened by both processes: the resumed process
+    # continued the same two runs. (SIGKILL can stop the killed process's writer before a run's first record.)
+    assert len(files) == 4
+    records = [r for r in (read_records(f, wait_s=0) for f in files) if r]
+    assert len({run_id(r) for r in records}) == 2
+    assert {run_record(r).job_type: run_id(r) for r in records} == {
+        run_record(r).job_type: run_id(r) for r in records if r[-1].WhichOneof("record_type") == "exit"
+    }
 
     # W&B got each evaluation at most once, and only evaluations the tables hold. (The killed process's
     # own writer may lose its last rows: W&B writes asynchronously, and SIGKILL stops it too.)
     def logged(records) -> list[tuple[str, int]]:
         metric = lambda key: key.endswith(("/distance", "/post_distance"))  # noqa: E731
-        return [(key, int(row["iteration"])) for row in history_rows(records) for key in row if metric(key)]
+        variant = run_record(records).job_type
+        rows = history_rows(records)
+        return [(f"{variant}/{key}", int(row["iteration"])) for row in rows for key in row if metric(key)]
 
     both = Counter(pair for r in records for pair in logged(r))
     assert max(both.values()) == 1
     tables = metric_keys(folder / "evaluations.csv", "guided")
     tables |= metric_keys(folder / "baselines" / "unguided" / "evaluations.csv", "unguided")
     assert set(both) <= tables
-    # The resumed process (the file that ends with an exit record) logged everything from its checkpoint on.
-    (resumed,) = [r for r in records if any(x.WhichOneof("record_type") == "exit" for x in r)]
+    # The resumed process (its files end with an exit record) logged everything from its checkpoint on.
+    resumed = [r for r in records if any(x.WhichOneof("record_type") == "exit" for x in r)]
+    assert len(resumed) == 2
     after = {}
-    for key, iteration in logged(resumed):
+    for key, iteration in (pair for r in resumed for pair in logged(r)):
         after.setdefault(key, []).append(iteration)
     for key, iterations in after.items():
         assert sorted(iterations) == list(range(min(iterations), max(iterations) + 1)), key

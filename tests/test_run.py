@@ -10,7 +10,7 @@ import yaml
 from helpers import compose_config
 from hydra.utils import instantiate
 from PIL import Image
-from wandb_records import config, history_rows, read_records, run_id, summary
+from wandb_records import config, history_rows, logged_table, run_id, run_record, runs_by_job_type, summary
 
 from fsa.extractors.base import FeatureExtractor
 from fsa.runner import run
@@ -74,34 +74,64 @@ def test_images_are_valid_pngs_and_png_distances_are_remeasured(guided):
             assert s[f"{kind}_png_distance"] == pytest.approx(float((feature - target.feature).pow(2).sum()), rel=1e-5)
 
 
-def test_offline_wandb_run_holds_series_images_summary_and_config(guided):
+def test_offline_wandb_run_holds_series_images_table_summary_and_config(guided):
     out, cfg, result = guided
-    (wandb_file,) = list(out.glob("wandb/offline-run-*/run-*.wandb"))
-    records = read_records(wandb_file)
+    ((wandb_file, records),) = runs_by_job_type(out)["guided"]  # debug=tiny: no baselines, one W&B run
     rows = history_rows(records)
     iterations = result["guided_iterations_per_sample"]
-    pre_rows = [r for r in rows if any(k.endswith("/distance") for k in r)]
+    pre_rows = [r for r in rows if any(k.endswith("/distance") and "post" not in k for k in r)]
     post_rows = [r for r in rows if any(k.endswith("/post_distance") for k in r)]
     assert len(pre_rows) == len(post_rows) == iterations  # pre and post checks: two metrics, no zig-zag
     keys = {k for r in pre_rows for k in r}
-    assert {"iteration", "t", "k"} <= keys
     (sample1,) = [k for k in keys if k.endswith("/sample1/distance")]
-    assert sample1.startswith("guided/000_")  # <variant>/<nnn>_<target>/sample<i>, as the image folders
+    assert sample1.startswith("000_")  # <nnn>_<target>/sample<i>, as the image folders
+    assert all(f"{sample1.rsplit('/', 1)[0]}/best_distance" in r for r in pre_rows + post_rows)
     assert sorted(int(r["iteration"]) for r in pre_rows) == list(range(iterations))  # each sample's own axis
-    assert all(float(r["k"]) % 1 == 0.5 for r in post_rows)  # post-guidance checks logged at k + 0.5
     captions = {k: json.loads(v) for r in rows for k, v in r.items() if k.endswith("_image/caption")}
     assert len(captions) == 2 * cfg.batch_size + 1  # best and final image of every sample, and the target
     for s in result["samples"]:
         caption = next(v for k, v in captions.items() if k.endswith(f"sample{s['sample']}/best_image/caption"))
         assert f"d={s['best_distance']:.5g}" in caption
-    assert len(list(wandb_file.parent.glob("files/media/images/**/*.png"))) == 2 * cfg.batch_size + 1
+    table = logged_table(wandb_file, records, "results")
+    assert table["columns"][:3] == ["target", "sample", "seed"]
+    column = {name: i for i, name in enumerate(table["columns"])}
+    assert [row[column["seed"]] for row in table["data"]] == [s["seed"] for s in result["samples"]]
+    for row, s in zip(table["data"], result["samples"], strict=True):
+        assert row[column["best distance"]] == pytest.approx(s["best_distance"])
+        assert row[column["final distance"]] == pytest.approx(s["final_distance"])
+        assert row[column["best at"]] == f"t={s['best_t']}, k={s['best_k']} ({s['best_phase']})"
+        assert row[column["oracle agrees (best / final)"]] is None  # debug=tiny has no oracle
     final = summary(records)
     assert float(final["mean_best_distance"]) == pytest.approx(result["mean_best_distance"])
     assert json.loads(final["status"]) == "complete"
+    distances = [float(r[sample1]) for r in pre_rows]
+    assert json.loads(final[sample1]) == {"min": pytest.approx(min(distances)), "last": pytest.approx(distances[-1])}
     logged = config(records)
     assert json.loads(logged["guidance"])["w_g"] == 4.0
     assert json.loads(logged["model"]) == yaml.safe_load((out / "config.yaml").read_text())["model"]
-    assert run_id(records)
+    assert run_record(records).job_type == "guided" and run_id(records)
+
+
+def test_each_variant_gets_a_wandb_run_with_the_same_keys_so_their_curves_overlay(tmp_path):
+    cfg = compose_config(["debug=tiny", "baselines=[unguided,printed_sign]"], tmp_path)
+    result = run(cfg, tmp_path, wandb_group="sweep 2026-11-30 10-00-00", wandb_name="guidance.w_g=4")
+    found = runs_by_job_type(tmp_path)
+    assert sorted(found) == ["guided", "printed_sign", "unguided"] and all(len(v) == 1 for v in found.values())
+    keys = {}
+    for variant, ((_, records),) in found.items():
+        info = run_record(records)
+        assert info.run_group == "sweep 2026-11-30 10-00-00"
+        assert info.display_name == f"guidance.w_g=4 [{variant}]"
+        metric_rows = [r for r in history_rows(records) if "iteration" in r]
+        keys[variant] = {k for r in metric_rows for k in r}
+        logged = summary(records)
+        figures = result if variant == "guided" else result["baselines"][variant]
+        assert float(logged["mean_best_distance"]) == pytest.approx(figures["mean_best_distance"])
+        assert ("proof" in logged) == (variant == "guided")
+    assert keys["guided"] == keys["printed_sign"] and keys["unguided"] < keys["guided"]
+    # Unguided has no gradient and so no post-guidance check; every series it has, guided has too.
+    extra = {k.rsplit("/", 1)[1] for k in keys["guided"] - keys["unguided"]}
+    assert extra == {"grad_norm", "clipped_fraction", "post_distance", "post_cosine"}
 
 
 def test_guided_best_distance_is_below_unguided_for_the_same_seeds(guided, tmp_path):

@@ -78,3 +78,27 @@ def config(records: list[pb.Record]) -> dict[str, str]:
 
 def run_id(records: list[pb.Record]) -> str:
     return next(r.run.run_id for r in records if r.WhichOneof("record_type") == "run")
+
+
+def run_record(records: list[pb.Record]) -> pb.RunRecord:
+    """The run's own record: its id, group, job type and name."""
+    return next(r.run for r in records if r.WhichOneof("record_type") == "run")
+
+
+def runs_by_job_type(folder: Path) -> dict[str, list[tuple[Path, list[pb.Record]]]]:
+    """Every offline W&B run under `<folder>/wandb` as (its .wandb file, its records), by job type (fsa:
+    the variant), in the order of the files' names (their start time)."""
+    found: dict[str, list[tuple[Path, list[pb.Record]]]] = {}
+    for path in sorted(folder.glob("wandb/offline-run-*/run-*.wandb")):
+        records = read_records(path)
+        found.setdefault(run_record(records).job_type, []).append((path, records))
+    return found
+
+
+def logged_table(path: Path, records: list[pb.Record], key: str) -> dict[str, list]:
+    """A wandb.Table logged under `key`, as {"columns": [...], "data": [[...], ...]}; `path` is the
+    run's `.wandb` file (the table's JSON lies in the files/ folder beside it)."""
+    import json
+
+    (where,) = [json.loads(row[f"{key}/path"]) for row in history_rows(records) if f"{key}/path" in row]
+    return json.loads((path.parent / "files" / where).read_text())

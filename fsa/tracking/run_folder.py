@@ -116,6 +116,9 @@ class SampleResult:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}")  # the day folder of hydra.run.dir / hydra.sweep.dir
+
+
 def slug(text: str, limit: int = 48) -> str:
     """A file-name-safe form of a target's name."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:limit] or "target"
@@ -404,3 +407,11 @@ class RunFolder:
 def _normalised(config: dict[str, Any]) -> dict[str, Any]:
     """The config as config.yaml gives it back (YAML's types), so a comparison is like for like."""
     return yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
+
+
+def wandb_group(experiment: str | None, folder: Path) -> str:
+    """The W&B group of a run or sweep: its experiment (else "fsa") and when it started, read off the
+    folder (`.../2026-11-29/14-03-12`, as fsa names them) so every job of a sweep, and a resumed run,
+    gets the same group; a folder named otherwise gives its own name."""
+    stamp = f"{folder.parent.name} {folder.name}" if DATE.fullmatch(folder.parent.name) else folder.name
+    return f"{experiment or 'fsa'} {stamp}"

@@ -1,4 +1,13 @@
-"""Weights & Biases: one W&B run per run folder, grouped per sweep, offline unless logged in."""
+"""Weights & Biases: per fsa run, one W&B run per variant (guided and each baseline), offline unless logged in.
+
+How the workspace reads:
+- group: the experiment (or "fsa") and the date of the run or sweep, so a sweep's jobs sit together;
+- job type: the variant (guided, unguided, printed_sign), one click to show only guided runs;
+- run name: the job's overrides and the variant;
+- metric keys are the same in every variant's run, `<nnn>_<target>/sample<i>/<metric>`, each plotted
+  against that sample's own guided iteration, so guided, unguided and printed-sign curves of one
+  target and seed overlay in one chart, and so do a sweep's values of w_g.
+"""
 
 import logging
 import netrc
@@ -10,6 +19,33 @@ from fsa.guidance.decoder import POST, Evaluation
 from fsa.tracking.run_folder import RunFolder, SampleResult, target_folder_name
 
 log = logging.getLogger("fsa")
+
+STEP = "iteration"  # every series' x axis: the guided iteration of its own sample
+# Per-sample series and the summary each keeps: a distance's minimum and where it ended, a cosine's maximum.
+SERIES_SUMMARY = {
+    "distance": "min,last",  # pre-guidance check (the paper's Eq. 6 score of x_t)
+    "post_distance": "min,last",  # post-guidance check of the same iteration, a separate series: no zig-zag
+    "best_distance": "min",  # best so far over both checks: the best image's distance
+    "cosine": "max,last",
+    "post_cosine": "max,last",
+    "grad_norm": "mean,last",
+    "clipped_fraction": "mean",
+}
+TABLE_COLUMNS = [
+    "target",
+    "sample",
+    "seed",
+    "target image",
+    "best image",
+    "best distance",
+    "best at",
+    "final image",
+    "final distance",
+    "target class",
+    "best oracle class",
+    "final oracle class",
+    "oracle agrees (best / final)",
+]
 
 
 def logged_in() -> bool:
@@ -29,14 +65,11 @@ def resolve_mode(mode: str) -> str:
 
 
 class WandbLogger:
-    """Per-evaluation distances under `<variant>/<nnn>_<target>/sample<i>/`, best and final images with
-    their distances as captions, and the run summary.
+    """Listens to the decoder: per-evaluation distances, best and final images, the results table and
+    each variant's summary.
 
-    The x axis is each sample's own guided iteration, so guided and baseline curves of the same
-    target and seed overlay. Pre-guidance scores are `distance`, post-guidance checks `post_distance`
-    (their `k` is logged as k + 0.5, as the authors log it). Rows are held until `send()`, which the
-    runner calls whenever a checkpoint is written: W&B gets exactly what a checkpoint covers, so a
-    run killed and resumed logs every iteration once."""
+    Rows are held until `send()`, which the runner calls whenever a checkpoint is written: W&B gets
+    exactly what a checkpoint covers, so a run killed and resumed logs every iteration once."""
 
     def __init__(
         self,
@@ -48,58 +81,81 @@ class WandbLogger:
         group: str | None,
         name: str | None,
         tags: list[str],
-        run_id: str | None = None,
+        variants: list[str],
+        run_ids: dict[str, str] | None = None,
     ) -> None:
-        """`run_id`: continue that W&B run (a resumed fsa run) instead of starting a new one."""
+        """`run_ids`: continue those W&B runs, one per variant (a resumed fsa run), instead of new ones."""
         import wandb
 
         self.mode = resolve_mode(mode)
         self._wandb = wandb
-        self.run = wandb.init(
-            project=project,
-            entity=entity,
-            group=group,
-            name=name,
-            tags=tags,
-            config=config,
-            dir=str(run_dir),
-            mode=self.mode,
-            reinit="finish_previous",
-            id=run_id,
-            resume="allow" if run_id else None,
-            settings=wandb.Settings(quiet=True),  # fsa's log already says what came out
-        )
-        self.run.define_metric("iteration")
-        self.run.define_metric("*", step_metric="iteration")
+        run_ids = run_ids or {}
+        self.runs = {}
+        for variant in variants:
+            run_id = run_ids.get(variant)
+            self.runs[variant] = wandb.init(
+                project=project,
+                entity=entity,
+                group=group,
+                job_type=variant,
+                name=f"{name} [{variant}]" if name else variant,
+                tags=tags,
+                config={**config, "variant": variant},
+                dir=str(run_dir),
+                mode=self.mode,
+                reinit="create_new",  # the variants' runs are open side by side until the fsa run ends
+                id=run_id,
+                resume="allow" if run_id else None,
+                settings=wandb.Settings(quiet=True),  # fsa's log already says what came out
+            )
+            self.runs[variant].define_metric(STEP, hidden=True)
+        self._variant = variants[0]
         self._keys: list[str] = []
-        self._pending: list[dict[str, Any]] = []
-        log.info("W&B run %s (%s mode) in %s", self.run.id, self.mode, self.run.dir)
+        self._defined: set[str] = set()
+        self._pending: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
+        self._tables: dict[str, Any] = {}
+        log.info("W&B runs (%s mode) in %s: %s", self.mode, run_dir / "wandb", self.run_ids())
+
+    def run_ids(self) -> dict[str, str]:
+        """{variant: W&B run id}, for the checkpoint (a resumed fsa run continues the same W&B runs)."""
+        return {variant: run.id for variant, run in self.runs.items()}
+
+    @property
+    def directories(self) -> list[str]:
+        return [run.dir for run in self.runs.values()]
 
     def start_batch(self, variant: str, keys: list[str]) -> None:
-        """The metric prefixes of the batch's samples: `<variant>/<nnn>_<target>/sample<i>`."""
-        self._keys = [f"{variant}/{key}" for key in keys]
+        """The batch's samples (`<nnn>_<target>/sample<i>`): their series are defined on first sight."""
+        self._variant, self._keys = variant, keys
+        run = self.runs[variant]
+        for key in keys:
+            for series, summary in SERIES_SUMMARY.items():
+                name = f"{key}/{series}"
+                if (variant, name) not in self._defined:
+                    run.define_metric(name, step_metric=STEP, summary=summary)
+                    self._defined.add((variant, name))
 
     def __call__(self, ev: Evaluation) -> None:
-        post = ev.phase == POST
-        row: dict[str, Any] = {"iteration": ev.iteration, "t": ev.t, "k": ev.k + (0.5 if post else 0.0)}
+        post = "post_" if ev.phase == POST else ""
+        row: dict[str, Any] = {STEP: ev.iteration, "t": ev.t}
         stats = ev.stats
         norms = stats.grad_norm.tolist() if stats is not None else None
         clipped = stats.clipped_fraction.tolist() if stats is not None else None
         values = zip(self._keys, ev.distance.tolist(), ev.cosine.tolist(), ev.best_distance.tolist(), strict=True)
         for i, (key, d, c, best) in enumerate(values):
-            row[f"{key}/{'post_' if post else ''}distance"] = d
-            row[f"{key}/{'post_' if post else ''}cosine"] = c
+            row[f"{key}/{post}distance"] = d
+            row[f"{key}/{post}cosine"] = c
             row[f"{key}/best_distance"] = best
             if norms is not None and clipped is not None:
                 row[f"{key}/grad_norm"] = norms[i]
                 row[f"{key}/clipped_fraction"] = clipped[i]
-        self._pending.append(row)
+        self._pending[self._variant].append(row)
 
     def log_images(self, variant: str, records: list[SampleResult], folder: RunFolder) -> None:
-        """The best and final image of each sample, and each target's actual image once."""
+        """The best and final image of each sample, and each target's actual image, as media."""
         images: dict[str, Any] = {}
         for r in records:
-            key = f"{variant}/{target_folder_name(r.target_index, r.target)}"
+            key = target_folder_name(r.target_index, r.target)
             best = f"best d={r.best_distance:.5g} (t={r.best_t}, k={r.best_k}, {r.best_phase}); "
             images[f"{key}/sample{r.sample}/best_image"] = self._image(
                 folder.path(r.best_image), best + f"PNG d={r.best_png_distance:.5g}"
@@ -110,22 +166,56 @@ class WandbLogger:
             target = folder.target_image(variant, r.target_index, r.target)
             if r.sample == 0 and target.exists():
                 images[f"{key}/target_image"] = self._image(target, f"target {r.target}")
-        self._pending.append(images)
+        self._pending[variant].append(images)
 
     def _image(self, path: Path, caption: str) -> Any:
         return self._wandb.Image(str(path), caption=caption)
 
+    def results_table(self, variant: str, records: list[SampleResult], folder: RunFolder) -> None:
+        """`results`: one row per sample with its target, best and final image and distances, and the
+        oracle's verdicts where there is an oracle; logged when the run finishes."""
+        rows = []
+        for r in sorted(records, key=lambda r: (r.target_index, r.sample)):
+            target = folder.target_image(variant, r.target_index, r.target)
+            verdicts = [getattr(r, f"{kind}_oracle_class") for kind in ("best", "final")]
+            agrees = (
+                " / ".join("yes" if v == r.target_label else "no" for v in verdicts)
+                if r.target_label is not None and None not in verdicts
+                else None
+            )
+            rows.append(
+                [
+                    r.target,
+                    r.sample,
+                    r.seed,
+                    self._wandb.Image(str(target)) if target.exists() else None,
+                    self._wandb.Image(str(folder.path(r.best_image))),
+                    r.best_distance,
+                    f"t={r.best_t}, k={r.best_k} ({r.best_phase})",
+                    self._wandb.Image(str(folder.path(r.final_image))),
+                    r.final_distance,
+                    r.target_label,
+                    *verdicts,
+                    agrees,
+                ]
+            )
+        self._tables[variant] = self._wandb.Table(columns=TABLE_COLUMNS, data=rows)
+
     def send(self) -> None:
         """Log the rows held since the last send (called when a checkpoint covers them)."""
-        for row in self._pending:
-            self.run.log(row)
-        self._pending.clear()
+        for variant, rows in self._pending.items():
+            for row in rows:
+                self.runs[variant].log(row)
+            rows.clear()
 
-    def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
-        """A finished run sends what it holds; a failed or interrupted one drops it, since the rows
-        after the last checkpoint are decoded again when the run resumes."""
+    def finish(self, summaries: dict[str, dict[str, Any]], exit_code: int = 0) -> None:
+        """A finished run sends what it holds, its results tables and each variant's summary; a failed or
+        interrupted one drops its rows, since those after the last checkpoint are decoded again on resume."""
         if exit_code == 0:
             self.send()
-        for key, value in summary.items():
-            self.run.summary[key] = value
-        self.run.finish(exit_code=exit_code)
+            for variant, table in self._tables.items():
+                self.runs[variant].log({"results": table})
+        for variant, run in self.runs.items():
+            for key, value in summaries.get(variant, {}).items():
+                run.summary[key] = value
+            run.finish(exit_code=exit_code)
