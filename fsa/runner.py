@@ -192,7 +192,7 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
             "baseline_samples": {b: [r.to_dict() for r in samples[b]] for b in cfg.baselines},
             "environment": environment(),
         }
-        overview = write_overview(folder, samples, folder.root / "overview.png")
+        overview = write_overview(folder, samples, folder.overview_file)
         folder.complete(summary)
 
         # 8. Tell the user what came out and where.

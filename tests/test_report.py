@@ -5,6 +5,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,18 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import load_script
 from PIL import Image
 from wandb_records import history_rows, read_records
 
-from fsa.report import (
-    as_number,
-    clip_lines,
-    main,
-    parse_overrides,
-    spearman,
-    swept_keys,
-    trend_sentence,
-)
+from fsa.report import main
+from fsa.report.figures import clip_lines
+from fsa.report.runs import as_number, find_runs, load_run, parse_overrides, spearman, swept_keys, trend_sentence
 from fsa.tracking.run_folder import GUIDED, RunFolder, SampleResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -294,22 +290,30 @@ def test_a_rising_sweep_reads_as_rising(tmp_path):
     assert "best distance grows as guidance.w_g grows" in (report(root) / "trends.md").read_text()
 
 
-def test_figures_exist_and_are_valid_pngs(multirun_report):
+def assert_figure(path: Path) -> None:
+    """A PNG and, beside it, the same figure as a PDF (for papers)."""
+    assert_png(path)
+    assert path.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_figures_exist_as_png_and_pdf(multirun_report):
     out, _ = multirun_report
-    assert_png(out / "boxplot_guidance.w_g.png")
+    figures = out / "figures"
+    assert_figure(figures / "boxplot_guidance.w_g.png")
+    assert_figure(figures / "sweep_guidance.w_g.png")
     for number, w_g in enumerate(W_G):
-        assert_png(out / f"grid_{number}_guidance.w_g={w_g:g}.png")
-        assert_png(out / f"curves_{number}_guidance.w_g={w_g:g}.png")
-    assert_png(out / "grid_0_guidance.w_g=0.5__unguided.png")
-    assert_png(out / "curves_3_guidance.w_g=4.png")  # an interrupted run's table is drawn too
-    assert not list(out.glob("grid_3_*")) and not list(out.glob("grid_4_*"))  # no images to show
-    assert [p.name for p in out.glob("gradients_*.png")] == ["gradients_0_guidance.w_g=0.5.png"]
-    assert_png(out / "gradients_0_guidance.w_g=0.5.png")
+        assert_figure(figures / f"runs_{number}_guidance.w_g={w_g:g}.png")
+        assert_figure(figures / f"best_{number}_guidance.w_g={w_g:g}.png")
+        assert_figure(figures / f"curves_{number}_guidance.w_g={w_g:g}.png")
+    assert_figure(figures / "curves_3_guidance.w_g=4.png")  # an interrupted run's table is drawn too
+    for number in (3, 4):  # interrupted and failed: no images to show
+        assert not list(figures.glob(f"runs_{number}_*")) and not list(figures.glob(f"best_{number}_*"))
+    assert_figure(figures / "gradients.png")
 
 
-def test_grid_upscales_small_images(multirun_report):
+def test_image_figures_upscale_small_images(multirun_report):
     out, _ = multirun_report
-    with Image.open(out / "grid_1_guidance.w_g=1.png") as image:
+    with Image.open(out / "figures" / "runs_1_guidance.w_g=1.png") as image:
         # 2 targets x (actual + 2 samples x final/best): far larger than the 16 px inputs
         assert image.width > 5 * 100 and image.height > 2 * 100
 
@@ -323,7 +327,7 @@ def test_gradient_histograms_for_every_clip_mode(tmp_path, mode):
         run / "gradients.pt",
     )
     out = report(run)
-    assert_png(out / f"gradients_{run.name.replace(',', '_')}.png")
+    assert_figure(out / "figures" / "gradients.png")
     flat = values[0, 0].numpy().ravel()
     lines = clip_lines(flat, 2.0, mode)
     std = float(np.std(flat.astype(np.float64), ddof=1))
@@ -341,7 +345,8 @@ def test_a_single_run_folder_has_no_sweep(tmp_path):
     out = report(run)
     assert len(pd.read_csv(out / "runs.csv")) == len(TARGETS) * SAMPLES
     assert not (out / "sweep.csv").exists() and not (out / "trends.md").exists()
-    assert (run / "report" / "grid_0_guidance.w_g=1_smoke=digits.png").exists()
+    assert (run / "report" / "figures" / "runs_0_guidance.w_g=1_smoke=digits.png").exists()
+    assert (run / "report" / "report.html").exists()
 
 
 def test_wandb_offline_creates_one_report_run_in_the_out_folder(multirun, tmp_path):
@@ -364,8 +369,6 @@ def test_no_runs_returns_1(tmp_path, capsys):
 
 
 def test_overrides_parsing_and_swept_keys(multirun):
-    from fsa.report import find_runs, load_run
-
     assert parse_overrides(["a.b=1", "+c=x", "~d=", "flag"]) == {"a.b": "1", "c": "x", "d": ""}
     assert as_number("0.5") == 0.5 and as_number("vit_h14") is None and as_number(True) is None
     runs = [load_run(p) for p in find_runs(multirun)]
@@ -403,8 +406,49 @@ def test_report_of_a_real_smoke_multirun(tmp_path, experiment, key, jobs):
         assert row.final_distance == pytest.approx(sample["final_distance"])
     table = pd.read_csv(out / "sweep.csv")
     assert len(table[table["key"] == key]) == jobs
-    assert_png(out / f"boxplot_{key}.png")
+    assert_figure(out / "figures" / f"boxplot_{key}.png")
+    assert_figure(out / "figures" / f"sweep_{key}.png")
     trends = (out / "trends.md").read_text()
     assert key in trends and "Spearman rho" in trends
     assert "Spearman rho" in report_run.stdout
-    assert len(list(out.glob("grid_*.png"))) == jobs
+    assert len(list(out.glob("figures/runs_*.png"))) == len(list(out.glob("figures/best_*.png"))) == jobs
+
+
+def test_report_page_holds_every_run_table_figure_and_config(multirun, multirun_report):
+    out, printed = multirun_report
+    page = (out / "report.html").read_text()
+    assert f"open {out / 'report.html'}" in printed
+    for run in find_runs(multirun):
+        assert run.name in page
+    assert "CUDA out of memory" in page and "interrupted" in page  # the runs that did not complete
+    assert "best distance falls as guidance.w_g grows" in page  # the trend sentence
+    assert "App. C" in page and "Fig. 10" in page and "Figs. 11-12" in page and "Fig. 2" in page
+    assert page.count("w_g: 4.0") == 5  # every run's config (all five hand-built runs share CONFIG)
+    # Self-contained: every image embedded; the only links are the figures' PDFs beside the page.
+    sources = re.findall(r'<img src="([^"]*)"', page)
+    figures = len(list((out / "figures").glob("*.png")))
+    overviews = len([run for run in find_runs(multirun) if (run / "overview.png").exists()])
+    assert len(sources) == figures + overviews and all(s.startswith("data:image/png;base64,") for s in sources)
+    links = re.findall(r'href="([^"]*)"', page)
+    assert len(links) == figures and all((out / link).is_file() for link in links)
+    assert "<script" not in page and "http" not in page
+
+
+def test_report_page_in_a_real_browser(multirun_report, tmp_path):
+    """Chromium opens the page from its file: every image loads, no console error; a screenshot is saved.
+    CI installs Debian's chromium (.ci/run), so this runs there; locally it needs chromium too."""
+    screenshots = load_script("page_screenshot")
+    if screenshots.find_chromium() is None:
+        pytest.skip("no Chromium installed (Debian: apt-get install chromium); .ci/run installs it")
+    pytest.importorskip("playwright", reason="the dev extra's playwright drives Chromium")
+    out, _ = multirun_report
+    shot = tmp_path / "report_page.png"
+    found = screenshots.check_page(out / "report.html", shot)
+    assert found["title"] == f"fsa report: {out.parent.name}"
+    assert found["images"] == len(re.findall(r"<img ", (out / "report.html").read_text())) > 10
+    assert found["broken"] == [] and found["errors"] == []
+    assert "CUDA out of memory" in found["text"]
+    assert_png(shot)
+    with Image.open(shot) as image:
+        pixels = np.asarray(image.convert("L"))
+    assert pixels.std() > 10  # the page rendered, not a blank screen

@@ -49,7 +49,7 @@ from fsa.errors import FsaError
 log = logging.getLogger("fsa")
 
 STATUS, LOCK, CONFIG, OVERRIDES, LOG = "status.json", "run.lock", "config.yaml", "overrides.yaml", "fsa.log"
-SUMMARY, FAILURE, CHECKPOINT = "summary.json", "failure.json", "checkpoint.pt"
+SUMMARY, FAILURE, CHECKPOINT, OVERVIEW = "summary.json", "failure.json", "checkpoint.pt", "overview.png"
 EVALUATIONS, GRADIENTS, IMAGES, BASELINES, SUPERSEDED = (
     "evaluations.csv",
     "gradients.pt",
@@ -205,6 +205,10 @@ class RunFolder:
     @property
     def gradients_file(self) -> Path:
         return self.root / GRADIENTS
+
+    @property
+    def overview_file(self) -> Path:
+        return self.root / OVERVIEW
 
     # ------------------------------------------------------------------ reading
 

@@ -1,0 +1,226 @@
+"""Drawing the report's figures: each saved as a PNG (for screens and the report page) and a PDF
+(vector text and lines, images at full resolution, for papers).
+
+Colours come from the Okabe-Ito palette, which stays distinguishable under the common forms of
+colour blindness; lines also differ in style, so no reading depends on colour alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from fsa.report.layouts import ImageTable
+
+# Okabe & Ito (2008), "Color Universal Design": blue, orange, bluish green, vermillion, reddish purple,
+# sky blue, yellow, black.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+MIN_PIXELS = 128  # smaller images are upscaled (nearest neighbour) to at least this size
+FONT = 9
+VECTOR = "pdf"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A written figure (its PNG; the PDF lies beside it), with what it shows and its paper counterpart."""
+
+    path: Path
+    kind: str  # sweep | boxplot | gradients | runs | best | curves
+    title: str
+    paper: str  # e.g. "Figs. 3-4", or "" where the paper has no such figure
+
+    @property
+    def vector(self) -> Path:
+        return self.path.with_suffix(".pdf")
+
+
+def colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def save_figure(figure: plt.Figure, path: Path) -> Path:
+    """`path` (.png) and the same figure as a PDF beside it; returns the PNG's path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    figure.savefig(path.with_suffix(f".{VECTOR}"), bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def load_image(path: Path, min_pixels: int = MIN_PIXELS) -> np.ndarray | None:
+    """The image as an array, upscaled by an integer factor with nearest neighbour so 16 px digits stay crisp."""
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, ValueError):
+        return None
+    image = image.convert("L") if image.mode in ("L", "1", "I", "I;16") else image.convert("RGB")
+    factor = max(1, math.ceil(min_pixels / max(image.size)))
+    if factor > 1:
+        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    return np.asarray(image)
+
+
+def plot_image_table(table: ImageTable, path: Path) -> Path:
+    """An image figure laid out as `table` says: column headings on top, row labels on the left, the
+    distance under each image; a cell without an image shows its text."""
+    rows, columns = len(table.rows), len(table.columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 2.0 * rows + 0.6), squeeze=False)
+    for r, (label, cells) in enumerate(table.rows):
+        for c, cell in enumerate(cells):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            pixels = load_image(cell.image) if cell.image is not None else None
+            if pixels is not None:
+                ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, interpolation="nearest", vmin=0, vmax=255)
+            else:
+                text = cell.text or ("missing" if cell.image is not None else "")
+                ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=FONT - 1, transform=ax.transAxes, wrap=True)
+            ax.set_xlabel(cell.caption, fontsize=FONT)
+            if r == 0:
+                ax.set_title(table.columns[c], fontsize=FONT - 1)
+            if c == 0:
+                ax.set_ylabel(label[:24], fontsize=FONT)
+    figure.suptitle(f"{table.title}\nunder each image: its squared feature distance to the target", fontsize=FONT + 1)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def plot_boxplot(key: str, groups: dict[str, list[float]], path: Path) -> Path:
+    """App. B's box plot (the paper's Fig. 10): best distance per swept value, every sample a point."""
+    labels = [value for value, data in groups.items() if data]
+    data = [groups[value] for value in labels]
+    figure, axes = plt.subplots(figsize=(max(4.0, 1.0 + 0.9 * len(labels)), 3.6))
+    axes.boxplot(data, showfliers=False, medianprops={"color": colour(1), "linewidth": 2})
+    axes.set_xticks(range(1, len(labels) + 1), labels)
+    jitter = np.random.default_rng(0)
+    for position, values in enumerate(data, start=1):
+        axes.scatter(position + jitter.uniform(-0.12, 0.12, len(values)), values, s=12, alpha=0.7, color=colour(0))
+    flat = [v for values in data for v in values]
+    if min(flat) > 0 and max(flat) / min(flat) > 50:
+        axes.set_yscale("log")
+    axes.set_xlabel(key, fontsize=FONT + 1)
+    axes.set_ylabel("best squared feature distance", fontsize=FONT + 1)
+    axes.set_title(f"best distance per {key} (guided, {len(flat)} samples)", fontsize=FONT + 1)
+    axes.grid(axis="y", alpha=0.3)
+    return save_figure(figure, path)
+
+
+def best_so_far(table: pd.DataFrame) -> pd.DataFrame:
+    """Per sample and iteration: the current (pre-guidance) distance and the lowest distance seen so far,
+    post-guidance checks included (they are best-image candidates too)."""
+    post = table["phase"] == "post" if "phase" in table.columns else pd.Series(False, index=table.index)
+    ordered = table.assign(_post=post.astype(int))
+    ordered = ordered.sort_values(["target", "sample", "iteration", "_post"], kind="stable")
+    ordered["best"] = ordered.groupby(["target", "sample"], sort=False)["distance"].cummin()
+    best = ordered.groupby(["target", "sample", "iteration"], sort=False)["best"].last()
+    current = ordered[ordered["_post"] == 0].groupby(["target", "sample", "iteration"], sort=False)["distance"].first()
+    return pd.DataFrame({"current": current, "best": best}).reset_index()
+
+
+def plot_curves(title: str, table: pd.DataFrame, path: Path) -> Path | None:
+    """Per-step distance curves, one panel per target, log y: does guidance keep lowering the distance?"""
+    if table.empty:
+        return None
+    curves = best_so_far(table)
+    targets = list(dict.fromkeys(curves["target"]))
+    columns = min(5, len(targets))
+    rows = math.ceil(len(targets) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows + 0.4), squeeze=False)
+    for ax, target in zip(axes.flat, targets, strict=False):
+        for sample, curve in curves[curves["target"] == target].groupby("sample"):
+            line = colour(int(sample))
+            ax.plot(curve["iteration"], curve["current"], color=line, lw=0.8, alpha=0.7, label=f"run {int(sample) + 1}")
+            ax.plot(curve["iteration"], curve["best"], color=line, lw=1.6, ls="--")
+        ax.set_yscale("log")
+        ax.set_title(str(target), fontsize=FONT)
+        ax.set_xlabel("guided iteration", fontsize=FONT)
+        ax.set_ylabel("squared distance", fontsize=FONT)
+        ax.grid(alpha=0.3, which="both")
+    for ax in list(axes.flat)[len(targets) :]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=FONT - 2, title="solid: current, dashed: best", title_fontsize=FONT - 2)
+    figure.suptitle(title, fontsize=FONT + 1)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def clip_lines(values: np.ndarray, c: float, mode: str) -> list[float]:
+    """Where the clipping acts (Fig. 2), as `clip_gradient` computes it: mean and mean +- c std
+    (mode "mean"), +- c std around 0 ("zero"), nothing ("off" or c <= 0); std is the unbiased one."""
+    if mode == "off" or c <= 0 or values.size < 2:
+        return []
+    flat = values.astype(np.float64).ravel()
+    std = float(flat.std(ddof=1))
+    if mode == "zero":
+        return [-c * std, c * std]
+    mean = float(flat.mean())
+    return [mean, mean - c * std, mean + c * std]
+
+
+def load_gradients(path: Path) -> dict[str, Any] | None:
+    """gradients.pt, or None if it cannot be read; torch is imported only when a run recorded gradients."""
+    import torch
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a truncated or foreign file must not stop the report
+        return None
+    if not isinstance(data, dict) or "values" not in data:
+        return None
+    raw = data["values"]
+    values = raw.detach().float().cpu().numpy() if hasattr(raw, "detach") else np.asarray(raw, dtype=np.float32)
+    if values.ndim < 2 or values.shape[0] == 0 or values.shape[1] == 0:
+        return None
+    return {**data, "values": values}
+
+
+def plot_gradients(runs: Sequence[tuple[str, dict[str, Any]]], path: Path) -> Path | None:
+    """Fig. 2: one row per run (an extractor), one panel per recorded step: the distribution of the
+    normalised gradient of the run's first sample, its mean dotted and the clip bounds +- c std solid,
+    as the paper draws them."""
+    if not runs:
+        return None
+    columns = max(len(gradients["values"]) for _, gradients in runs)
+    figure, axes = plt.subplots(len(runs), columns, figsize=(2.6 * columns, 2.4 * len(runs) + 0.6), squeeze=False)
+    for r, (label, gradients) in enumerate(runs):
+        values = gradients["values"]
+        c, mode = float(gradients.get("clip_c") or 0.0), str(gradients.get("clip_mode") or "off")
+        steps, ts = list(gradients.get("step") or []), list(gradients.get("t") or [])
+        for i in range(columns):
+            ax = axes[r, i]
+            if i >= len(values):
+                ax.axis("off")
+                continue
+            flat = values[i, 0].ravel()
+            ax.hist(flat, bins=100, color=colour(r), alpha=0.85)
+            lines = clip_lines(flat, c, mode)
+            for j, x in enumerate(lines):
+                centre = mode == "mean" and j == 0
+                ax.axvline(x, color="black", ls=":" if centre else "-", lw=1.2)
+            step = steps[i] if i < len(steps) else i
+            t = f"t = {ts[i]}" if i < len(ts) else f"step {step}"
+            clipped = f"\n{np.mean((flat < lines[-2]) | (flat > lines[-1])):.1%} clipped" if lines else ""
+            ax.set_title(f"{t}{clipped}", fontsize=FONT)
+            ax.tick_params(labelsize=FONT - 2)
+            if r == len(runs) - 1:
+                ax.set_xlabel("normalised gradient value", fontsize=FONT - 1)
+            if i == 0:
+                ax.text(0.02, 0.98, "count", transform=ax.transAxes, va="top", fontsize=FONT - 2)
+        bounds = {"mean": f"mean ± {c:g} std", "zero": f"0 ± {c:g} std"}.get(mode, "no clipping")
+        axes[r, 0].set_ylabel(f"{label}\n({bounds})", fontsize=FONT)
+    figure.suptitle("normalised gradient at k = 0 before clipping: mean dotted, clip bounds solid", fontsize=FONT + 1)
+    figure.tight_layout()
+    return save_figure(figure, path)

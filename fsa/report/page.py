@@ -1,0 +1,156 @@
+"""`report.html`: the whole report on one page that opens from the folder, without a server.
+
+Every image is embedded (a base64 data URI), so the page can be mailed or moved alone; only the
+links to each figure's PDF point at files beside it. No script, no web font, nothing fetched.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from fsa.report.figures import Figure
+from fsa.report.runs import Run, format_cell, run_title, sweep_view
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
+th { background: #f0f0f0; } td.text { text-align: left; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.9em; color: #444; }
+pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; font-size: 0.8em; }
+.state-failed { color: #D55E00; font-weight: bold; } .state-complete { color: #009E73; }
+.state-interrupted, .state-running, .state-new { color: #E69F00; font-weight: bold; }
+details { margin: 0.5em 0; } summary { cursor: pointer; }
+"""
+
+
+def embed(path: Path) -> str:
+    """The PNG as a data URI."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def table_html(table: pd.DataFrame) -> str:
+    """A table with fsa-report's number format (4 significant digits, blanks for missing values)."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    body = []
+    for row in table.itertuples(index=False):
+        cells = []
+        for value in row:
+            kind = "" if isinstance(value, int | float) and not isinstance(value, bool) else ' class="text"'
+            cells.append(f"<td{kind}>{html.escape(format_cell(value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def figure_html(figure: Figure, out: Path) -> str:
+    paper = f" As the paper's {figure.paper}." if figure.paper else ""
+    link = ""
+    if figure.vector.exists():
+        link = f' <a href="{html.escape(figure.vector.relative_to(out).as_posix())}">PDF</a>'
+    return (
+        f'<figure><img src="{embed(figure.path)}" alt="{html.escape(figure.title)}">'
+        f"<figcaption>{html.escape(figure.title)}.{html.escape(paper)}{link}</figcaption></figure>"
+    )
+
+
+def state_html(run: Run) -> str:
+    return f'<span class="state-{html.escape(run.status)}">{html.escape(run.status)}</span>'
+
+
+def runs_overview(runs: Sequence[Run], keys: Sequence[str]) -> str:
+    rows = []
+    for run in runs:
+        summary: dict[str, Any] = run.summary or {}
+        best = summary.get("mean_best_distance")
+        final = summary.get("mean_final_distance")
+        rows.append(
+            "<tr>"
+            f'<td class="text">{html.escape(run.name)}</td><td class="text">{html.escape(run_title(run, keys))}</td>'
+            f'<td class="text">{state_html(run)}</td>'
+            f"<td>{html.escape(format_cell(best))}</td><td>{html.escape(format_cell(final))}</td>"
+            f'<td class="text">{html.escape(run.message)}</td></tr>'
+        )
+    head = "<th>folder</th><th>run</th><th>state</th><th>mean best distance</th><th>mean final distance</th>"
+    return f"<table><thead><tr>{head}<th>message</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def run_details(run: Run, keys: Sequence[str]) -> str:
+    """One run: its overview picture, its overrides and its resolved config."""
+    parts = [f"<details><summary>{html.escape(run.name)}: {state_html(run)}</summary>"]
+    if run.message:
+        parts.append(f"<p>{html.escape(run.message)}</p>")
+    if run.folder.overview_file.exists():
+        parts.append(
+            f'<figure><img src="{embed(run.folder.overview_file)}" alt="overview of {html.escape(run.name)}">'
+            "<figcaption>targets (rows) against the best and final image of each sample, and the "
+            "baselines' for the same seeds</figcaption></figure>"
+        )
+    parts.append(f"<p>overrides: <code>{html.escape(' '.join(run.overrides) or '(none)')}</code></p>")
+    config = yaml.safe_dump(run.config, sort_keys=False) if run.config else "(no config.yaml)"
+    parts.append(f"<pre>{html.escape(config)}</pre></details>")
+    return "".join(parts)
+
+
+def write_page(
+    path: Path,
+    folder: Path,
+    runs: Sequence[Run],
+    keys: Sequence[str],
+    tables: dict[str, pd.DataFrame],
+    sentences: Sequence[str],
+    figures: Sequence[Figure],
+) -> Path:
+    """Write the report page; returns its path."""
+    out = path.parent
+    unfinished = [run for run in runs if run.summary is None]
+    states = ", ".join(f"{sum(r.status == s for r in runs)} {s}" for s in dict.fromkeys(r.status for r in runs))
+    body = [
+        f"<h1>fsa report: {html.escape(folder.name)}</h1>",
+        f"<p>{len(runs)} run(s) in <code>{html.escape(str(folder))}</code> ({html.escape(states)}). "
+        f"Written {datetime.datetime.now().isoformat(timespec='seconds')} by <code>fsa-report</code>. "
+        "Distances are squared Euclidean distances between features; lower is closer to the target.</p>",
+        "<h2>Runs</h2>",
+        runs_overview(runs, keys),
+    ]
+    if unfinished:
+        items = "".join(
+            f"<li>{html.escape(run.name)}: {state_html(run)}{': ' + html.escape(run.message) if run.message else ''}"
+            "</li>"
+            for run in unfinished
+        )
+        body += ["<h2>Runs that did not complete</h2>", f"<ul>{items}</ul>"]
+    if sentences:
+        body += ["<h2>Trends</h2>", "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in sentences) + "</ul>"]
+    if "sweep" in tables:
+        heading = "<h2>Best distance per swept value (as the paper's App. C)</h2>"
+        body += [heading, table_html(sweep_view(tables["sweep"]))]
+    for kind, heading in (
+        ("sweep", "Images by swept value"),
+        ("boxplot", "Best distances by swept value"),
+        ("gradients", "Gradient distributions"),
+        ("runs", "Final and best images"),
+        ("best", "Best images against the baselines"),
+        ("curves", "Distance per guided iteration"),
+    ):
+        chosen = [f for f in figures if f.kind == kind]
+        if chosen:
+            body += [f"<h2>{heading}</h2>", *(figure_html(f, out) for f in chosen)]
+    body += ["<h2>Each run: overview and config</h2>", *(run_details(run, keys) for run in runs)]
+    body += ["<h2>Every sample</h2>", "<details><summary>runs.csv</summary>", table_html(tables["runs"]), "</details>"]
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>fsa report: {html.escape(folder.name)}</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )
+    path.write_text(page, encoding="utf-8")
+    return path
