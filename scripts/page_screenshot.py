@@ -34,7 +34,7 @@ def find_chromium() -> str | None:
     return next((found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
 
 
-def check_page(page_file: Path, screenshot: Path, width: int = 1280) -> dict[str, Any]:
+def check_page(page_file: Path, screenshot: Path, width: int = 1280, height: int = 900) -> dict[str, Any]:
     """Load the page from its file, wait for every image, and report: {"images", "broken", "errors", "title"}."""
     from playwright.sync_api import sync_playwright
 
@@ -45,7 +45,7 @@ def check_page(page_file: Path, screenshot: Path, width: int = 1280) -> dict[str
     with sync_playwright() as playwright:  # launch() starts Chromium with a new, empty profile of its own
         browser = playwright.chromium.launch(executable_path=executable, args=FLAGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": 900})
+            page = browser.new_page(viewport={"width": width, "height": height})
             page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.on("requestfailed", lambda request: errors.append(f"request failed: {request.url}"))
@@ -68,8 +68,9 @@ def main() -> int:
     parser.add_argument("page", type=Path, help="a report.html written by fsa-report")
     parser.add_argument("screenshot", type=Path, help="where to save the screenshot (PNG)")
     parser.add_argument("--width", type=int, default=1280, help="browser window width in pixels")
+    parser.add_argument("--height", type=int, default=900, help="browser window height in pixels (the screenshot's)")
     args = parser.parse_args()
-    found = check_page(args.page, args.screenshot, args.width)
+    found = check_page(args.page, args.screenshot, args.width, args.height)
     print(f"{found['title']}: {found['images']} images, {len(found['broken'])} broken, {len(found['errors'])} errors")
     for problem in found["broken"] + found["errors"]:
         print(f"  {problem}")

@@ -65,6 +65,8 @@ def test_every_file_named_exists_and_nothing_outside_the_repository_is_cited(doc
     assert "shared/" not in text and "../" not in text
     names = re.findall(r"`((?:docs|fsa|scripts|tests)/[\w./-]+\.(?:md|py|yaml|sh|png|json))`", text)
     missing = [name for name in names if not (ROOT / name).exists() and name not in TO_CREATE]
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)  # relative to the document, as Markdown reads them
+    missing += [name for name in pictures if not (document.parent / name).is_file()]
     assert not missing
 
 

@@ -20,6 +20,7 @@ from wandb_records import history_rows, read_records
 
 from fsa.report import main
 from fsa.report.figures import clip_lines
+from fsa.report.layouts import best_with_baselines, by_swept_value, final_and_best
 from fsa.report.runs import as_number, find_runs, load_run, parse_overrides, spearman, swept_keys, trend_sentence
 from fsa.tracking.run_folder import GUIDED, RunFolder, SampleResult
 
@@ -291,12 +292,12 @@ def test_a_rising_sweep_reads_as_rising(tmp_path):
 
 
 def assert_figure(path: Path) -> None:
-    """A PNG and, beside it, the same figure as a PDF (for papers)."""
+    """A PNG and, beside it, the same figure as an SVG (for papers)."""
     assert_png(path)
-    assert path.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+    assert "<svg" in path.with_suffix(".svg").read_text()[:2000]
 
 
-def test_figures_exist_as_png_and_pdf(multirun_report):
+def test_figures_exist_as_png_and_svg(multirun_report):
     out, _ = multirun_report
     figures = out / "figures"
     assert_figure(figures / "boxplot_guidance.w_g.png")
@@ -424,7 +425,7 @@ def test_report_page_holds_every_run_table_figure_and_config(multirun, multirun_
     assert "best distance falls as guidance.w_g grows" in page  # the trend sentence
     assert "App. C" in page and "Fig. 10" in page and "Figs. 11-12" in page and "Fig. 2" in page
     assert page.count("w_g: 4.0") == 5  # every run's config (all five hand-built runs share CONFIG)
-    # Self-contained: every image embedded; the only links are the figures' PDFs beside the page.
+    # Self-contained: every image embedded; the only links are the figures' SVGs beside the page.
     sources = re.findall(r'<img src="([^"]*)"', page)
     figures = len(list((out / "figures").glob("*.png")))
     overviews = len([run for run in find_runs(multirun) if (run / "overview.png").exists()])
@@ -452,3 +453,89 @@ def test_report_page_in_a_real_browser(multirun_report, tmp_path):
     with Image.open(shot) as image:
         pixels = np.asarray(image.convert("L"))
     assert pixels.std() > 10  # the page rendered, not a blank screen
+
+
+# ---------------------------------------------------------------- the paper's layouts, from the runs' data
+
+
+def svg_text(path: Path) -> str:
+    """The text of a figure's SVG (fsa writes text as text), lines joined."""
+    return " ".join(re.findall(r"<text[^>]*>([^<]*)</text>", path.with_suffix(".svg").read_text()))
+
+
+def loaded(multirun: Path) -> list:
+    return [load_run(p) for p in find_runs(multirun)]
+
+
+def test_final_and_best_layout_is_the_papers_figs_3_4(multirun, multirun_report):
+    run = loaded(multirun)[1]  # w_g = 1
+    table = final_and_best(run, "t")
+    runs = [f"run {s + 1} (seed {s})" for s in range(SAMPLES)]
+    assert table.columns == ["actual image", *(f"{r}\n{kind}" for r in runs for kind in ("final", "best"))]
+    assert [label for label, _ in table.rows] == list(TARGETS)
+    for number, (target, cells) in enumerate(table.rows):
+        assert cells[0].image == run.folder.target_image(GUIDED, number, target)
+        for s in range(SAMPLES):
+            final, best = cells[1 + 2 * s], cells[2 + 2 * s]
+            assert best.caption == f"{best_distance(1.0, number, s):.4g}"
+            assert final.caption == f"{2 * best_distance(1.0, number, s):.4g}"  # hand-built: final = 2 x best
+            assert best.image.name == f"sample{s}_best.png" and final.image.name == f"sample{s}_final.png"
+    # The drawn figure carries the same labels.
+    text = svg_text(multirun_report[0] / "figures" / "runs_1_guidance.w_g=1.png")
+    for label in [*TARGETS, *runs, *(f"{best_distance(1.0, t, s):.4g}" for t in range(2) for s in range(SAMPLES))]:
+        assert label in text
+
+
+def test_best_with_baselines_layout_is_the_papers_figs_5_7(multirun, multirun_report):
+    run = loaded(multirun)[0]  # w_g = 0.5, with both baselines
+    table = best_with_baselines(run, "t")
+    assert len(table.columns) == 1 + 3 * SAMPLES
+    assert [c.split("\n")[0] for c in table.columns[1:]] == ["fsa"] * 2 + ["unguided"] * 2 + ["printed_sign"] * 2
+    for number, (_, cells) in enumerate(table.rows):
+        guided = [best_distance(0.5, number, s) for s in range(SAMPLES)]
+        expected = guided + [5 * d for d in guided] + [20 * d for d in guided]  # make_summary's baselines
+        assert [c.caption for c in cells[1:]] == [f"{d:.4g}" for d in expected]
+        assert [c.image.parent.parent.parent.name for c in cells[3:5]] == ["unguided"] * 2  # baselines/<name>/images
+    text = svg_text(multirun_report[0] / "figures" / "best_0_guidance.w_g=0.5.png")
+    assert "unguided" in text and "printed_sign" in text
+
+
+def test_by_swept_value_layout_is_the_papers_figs_11_12_with_failed_values_kept(multirun, multirun_report):
+    table = by_swept_value(loaded(multirun), "guidance.w_g", "t")
+    values = ["0.5", "1", "2", "4", "8"]  # numeric order; 4 was interrupted, 8 failed
+    assert table.columns[1:] == [f"guidance.w_g={v}\nrun {s + 1} (seed {s})" for v in values for s in range(SAMPLES)]
+    assert [label for label, _ in table.rows] == list(TARGETS)
+    for number, (_, cells) in enumerate(table.rows):
+        for i, value in enumerate(values):
+            group = cells[1 + i * SAMPLES : 1 + (i + 1) * SAMPLES]
+            if value == "4":
+                assert [c.text for c in group] == ["interrupted"] * SAMPLES and all(c.image is None for c in group)
+            elif value == "8":
+                assert [c.text for c in group] == ["failed"] * SAMPLES
+            else:
+                assert [c.caption for c in group] == [f"{best_distance(float(value), number, s):.4g}" for s in range(2)]
+    text = svg_text(multirun_report[0] / "figures" / "sweep_guidance.w_g.png")
+    assert all(f"guidance.w_g={v}" in text for v in values) and "failed" in text and "interrupted" in text
+
+
+def test_a_caption_target_is_shown_as_its_text_as_in_fig_8(tmp_path):
+    run_path = make_run(tmp_path, 0, 1.0)
+    for png in run_path.glob("images/*/target.png"):
+        png.unlink()  # caption targets have no actual image
+    table = final_and_best(load_run(run_path), "t")
+    assert [(c.image, c.text) for c in (cells[0] for _, cells in table.rows)] == [(None, t) for t in TARGETS]
+
+
+def test_gradients_of_several_runs_share_one_figure_one_row_each(tmp_path):
+    root = tmp_path / "sweep"
+    root.mkdir()
+    for number, w_g in enumerate((1.0, 2.0)):
+        run = make_run(root, number, w_g)
+        values = torch.randn(3, 1, 1, 8, 8, generator=torch.Generator().manual_seed(number))
+        torch.save(
+            {"step": [0, 1, 2], "t": [999, 998, 997], "values": values, "clip_c": 3.0, "clip_mode": "mean"},
+            run / "gradients.pt",
+        )
+    text = svg_text(report(root) / "figures" / "gradients.png")
+    assert "guidance.w_g=1" in text and "guidance.w_g=2" in text and "(mean ± 3 std)" in text
+    assert text.count("t = 999") == 2 and text.count("t = 997") == 2  # a row per run, a panel per step

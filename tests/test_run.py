@@ -145,12 +145,12 @@ def test_guided_best_distance_is_below_unguided_for_the_same_seeds(guided, tmp_p
 
 
 def test_overview_picture_has_a_row_per_target_and_a_column_per_image(guided, tmp_path):
-    from fsa.tracking.overview import CELL, LABEL
+    from fsa.tracking.overview import CELL, HEADER, LABEL
 
     out, cfg, result = guided
     with Image.open(out / "overview.png") as image:
         columns = 1 + 2 * cfg.batch_size  # the target, then best and final of each sample
-        assert image.size == (CELL * columns, LABEL + (CELL + LABEL) * result["targets"])
+        assert image.size == (CELL * columns, HEADER + (CELL + LABEL) * result["targets"])
     assert "overview: " in (out / "fsa.log").read_text().splitlines()[-1]  # said last, with fsa-report
     # Baselines add their own best and final images for the same seeds, in the same row.
     cfg = compose_config(["debug=tiny", "~logger", "baselines=[unguided]"], tmp_path)

@@ -1,7 +1,7 @@
 """`fsa-report <run or sweep folder>`: the tables, the paper's figures and one report page.
 
 Writes into `<folder>/report/` (or `--out`): `runs.csv/.md`, for a sweep `sweep.csv/.md` and
-`trends.md`, the figures under `figures/` (each as PNG and PDF), and `report.html`, one page that
+`trends.md`, the figures under `figures/` (each as PNG and SVG), and `report.html`, one page that
 holds all of it and opens from the folder without a server.
 """
 
@@ -150,7 +150,7 @@ def figure_lines(figures: Sequence[Figure], out: Path) -> list[str]:
         made = [f for f in figures if f.kind == kind]
         if made:
             names = ", ".join(f.path.name for f in made[:3]) + (", ..." if len(made) > 3 else "")
-            lines.append(f"  {kind}: {len(made)} figure(s) in {out} ({names}; each also as PDF)")
+            lines.append(f"  {kind}: {len(made)} figure(s) in {out} ({names}; each also as SVG)")
     return lines
 
 

@@ -1,5 +1,6 @@
-"""Drawing the report's figures: each saved as a PNG (for screens and the report page) and a PDF
-(vector text and lines, images at full resolution, for papers).
+"""Drawing the report's figures: each saved as a PNG (for screens and the report page) and an SVG
+(for papers: vector lines, text kept as text so it stays editable and searchable, images embedded
+at full resolution).
 
 Colours come from the Okabe-Ito palette, which stays distinguishable under the common forms of
 colour blindness; lines also differ in style, so no reading depends on colour alone.
@@ -28,12 +29,12 @@ from fsa.report.layouts import ImageTable
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 MIN_PIXELS = 128  # smaller images are upscaled (nearest neighbour) to at least this size
 FONT = 9
-VECTOR = "pdf"
+VECTOR = "svg"
 
 
 @dataclass(frozen=True)
 class Figure:
-    """A written figure (its PNG; the PDF lies beside it), with what it shows and its paper counterpart."""
+    """A written figure (its PNG; the SVG lies beside it), with what it shows and its paper counterpart."""
 
     path: Path
     kind: str  # sweep | boxplot | gradients | runs | best | curves
@@ -42,7 +43,7 @@ class Figure:
 
     @property
     def vector(self) -> Path:
-        return self.path.with_suffix(".pdf")
+        return self.path.with_suffix(f".{VECTOR}")
 
 
 def colour(i: int) -> str:
@@ -50,10 +51,11 @@ def colour(i: int) -> str:
 
 
 def save_figure(figure: plt.Figure, path: Path) -> Path:
-    """`path` (.png) and the same figure as a PDF beside it; returns the PNG's path."""
+    """`path` (.png) and the same figure as an SVG beside it; returns the PNG's path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100, bbox_inches="tight")
-    figure.savefig(path.with_suffix(f".{VECTOR}"), bbox_inches="tight")
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text as text, not outlines
+        figure.savefig(path.with_suffix(f".{VECTOR}"), bbox_inches="tight")
     plt.close(figure)
     return path
 

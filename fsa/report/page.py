@@ -1,7 +1,7 @@
 """`report.html`: the whole report on one page that opens from the folder, without a server.
 
 Every image is embedded (a base64 data URI), so the page can be mailed or moved alone; only the
-links to each figure's PDF point at files beside it. No script, no web font, nothing fetched.
+links to each figure's SVG point at files beside it. No script, no web font, nothing fetched.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def figure_html(figure: Figure, out: Path) -> str:
     paper = f" As the paper's {figure.paper}." if figure.paper else ""
     link = ""
     if figure.vector.exists():
-        link = f' <a href="{html.escape(figure.vector.relative_to(out).as_posix())}">PDF</a>'
+        link = f' <a href="{html.escape(figure.vector.relative_to(out).as_posix())}">SVG</a>'
     return (
         f'<figure><img src="{embed(figure.path)}" alt="{html.escape(figure.title)}">'
         f"<figcaption>{html.escape(figure.title)}.{html.escape(paper)}{link}</figcaption></figure>"

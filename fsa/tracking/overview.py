@@ -12,7 +12,9 @@ from PIL import Image, ImageDraw, ImageFont
 from fsa.tracking.run_folder import GUIDED, RunFolder, SampleResult
 
 CELL = 96  # pixels per image, at least
-LABEL = 14  # pixels of text under each image and above each column
+LABEL = 14  # pixels of a line of text: one under each image, two above each column (variant; sample)
+HEADER = 2 * LABEL
+GAP = 4  # white pixels at least between neighbouring images
 
 
 def _tile(path: Path, size: int) -> Image.Image:
@@ -33,18 +35,19 @@ def write_overview(folder: RunFolder, samples: dict[str, list[SampleResult]], pa
         for record in samples[variant]:
             by_target.setdefault(record.target_index, {}).setdefault(variant, []).append(record)
     sample_ids = sorted({record.sample for record in samples[GUIDED]})
-    columns = ["target"]
+    columns = [("target", "")]
     for variant in variants:
-        prefix = "" if variant == GUIDED else f"{variant} "
-        columns += [f"{prefix}s{i} {kind}" for i in sample_ids for kind in ("best", "final")]
+        columns += [(variant, f"s{i} {kind}") for i in sample_ids for kind in ("best", "final")]
     font = ImageFont.load_default()
-    width, height = CELL * len(columns), LABEL + (CELL + LABEL) * len(by_target)
+    width, height = CELL * len(columns), HEADER + (CELL + LABEL) * len(by_target)
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
-    for c, title in enumerate(columns):
-        draw.text((c * CELL + 2, 1), title, fill="black", font=font)
+    for c, (first, second) in enumerate(columns):
+        if c == 0 or columns[c - 1][0] != first:  # the variant once, over its first column
+            draw.text((c * CELL + 2, 1), first, fill="black", font=font)
+        draw.text((c * CELL + 2, LABEL + 1), second, fill="black", font=font)
     for r, index in enumerate(sorted(by_target)):
-        top = LABEL + r * (CELL + LABEL)
+        top = HEADER + r * (CELL + LABEL)
         records = by_target[index]
         first = records[GUIDED][0]
         cells: list[tuple[Path, str]] = []
@@ -56,7 +59,7 @@ def write_overview(folder: RunFolder, samples: dict[str, list[SampleResult]], pa
                 cells.append((folder.path(record.final_image), f"d={record.final_distance:.3g}"))
         for c, (image_path, caption) in enumerate(cells):
             if image_path.exists():
-                tile = _tile(image_path, CELL)
+                tile = _tile(image_path, CELL - GAP)
                 sheet.paste(tile, (c * CELL + (CELL - tile.width) // 2, top + (CELL - tile.height) // 2))
             draw.text((c * CELL + 2, top + CELL), caption, fill="black", font=font)
     sheet.save(path)

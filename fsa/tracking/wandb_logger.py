@@ -106,7 +106,7 @@ class WandbLogger:
                 reinit="create_new",  # the variants' runs are open side by side until the fsa run ends
                 id=run_id,
                 resume="allow" if run_id else None,
-                settings=wandb.Settings(quiet=True),  # fsa's log already says what came out
+                settings=wandb.Settings(silent=True),  # fsa's log already says where the runs are
             )
             self.runs[variant].define_metric(STEP, hidden=True)
         self._variant = variants[0]
