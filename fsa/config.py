@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from fsa import ASSETS_DIR, default_data_dir
+from fsa.embedding.options import EmbedOptions
 from fsa.errors import ConfigError
 from fsa.guidance.options import GuidanceOptions
 from fsa.speed import DTYPE_NAMES, SpeedOptions
@@ -25,6 +26,7 @@ from fsa.speed import DTYPE_NAMES, SpeedOptions
 # This module loads no ML stack (torch, diffusers, ...): `fsa --help` and a rejected override stay fast.
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
 BASELINE_NAMES = ("unguided", "printed_sign")
+TASKS = ("guide", "embed")
 
 
 def _schema_of(cls: type, name: str, target: str | None = None) -> type:
@@ -51,6 +53,7 @@ class LoggerConfig:
 
 @dataclass
 class FsaConfig:
+    task: Any = None  # {name: guide} or {name: embed, ...EmbedOptions}
     model: Any = None
     sampler: Any = None
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # type: ignore[valid-type]
@@ -120,9 +123,23 @@ def check_keys(cfg: DictConfig) -> None:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; `fsa --help` lists the groups and keys")
 
 
+def embed_options(cfg: DictConfig) -> EmbedOptions:
+    """`task=embed`'s settings, checked: an unknown key or a bad value is a ConfigError."""
+    values = {str(k): v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
+    try:
+        return EmbedOptions(**values)
+    except TypeError as error:
+        raise ConfigError(f"task: {error}; the keys of task=embed are in fsa/conf/task/embed.yaml") from error
+
+
 def validate(cfg: DictConfig) -> None:
     """Value checks that the types alone cannot express, with messages that name the option."""
     check_keys(cfg)
+    name = (cfg.get("task") or {}).get("name")
+    if name not in TASKS:
+        raise ConfigError(f"task must be one of {TASKS} (task=guide or task=embed), got '{name}'")
+    if name == "embed":
+        embed_options(cfg)
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     if cfg.checkpoint_every < 0:

@@ -83,6 +83,12 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
     with folder.log_file():
         # 2. Every value and the checkpoint checked, before any model loads.
         validate(cfg)
+        if cfg.task.name == "embed":  # from images back to seeds: its own job, in the same folder
+            from fsa.embed_job import embed
+
+            summary = embed(cfg, folder, build, resolve_device(cfg.device), config, group, name)
+            folder.complete(summary)
+            return summary
         sampler: Sampler = build(cfg.sampler)
         guidance: FeatureGuidance = build(cfg.guidance)
         speed = build(cfg.speed)

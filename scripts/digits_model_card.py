@@ -90,6 +90,15 @@ takes its targets from it. Images are upsampled to 16x16 (bilinear) and scaled t
 - Training: {cnn["epochs"]} epochs, batch {cnn["batch_size"]}, Adam lr {cnn["learning_rate"]}, +-1 px shifts; final loss {cnn["final_loss"]:.4f}.
 - Accuracy: train {cnn["train_accuracy"]:.4f}, held-out test {cnn["test_accuracy"]:.4f}.
 
+## `ddpm_plain/` and `embedders/`: for `task=embed`
+- `ddpm_plain/`: a second pixel DDPM of another architecture (the same scales and widths, no self-attention,
+  1.1 M parameters), trained with seed 1 on the same data with the same schedule and recipe but 2,000 steps:
+  `python scripts/train_digits_diffusion.py --architecture plain --seed 1 --steps 2000` (record:
+  `ddpm_plain/training.json`).
+  task=embed gives both models the same seeds: is a DDIM latent space a property of the data or of the model?
+- `embedders/`: embedding networks (an image in, a seed of the 20-step DDIM generator out), with their
+  own card, `embedders/MODEL_CARD.md`, written by `scripts/train_digits_embedders.py`.
+
 ## The oracle (`oracle=digits`, trained when used, not shipped)
 An RBF-kernel SVM (C = 10) on the raw 16x16 pixels of the training split, with calibrated probabilities.
 It is a different model family from both models above and is used only to judge generated images.

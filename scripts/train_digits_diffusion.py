@@ -5,7 +5,12 @@ DDPM's standard schedule (1000 steps, linear betas 1e-4..0.02), epsilon predicti
 (Ho et al. 2020, Algorithm 1), AdamW with warm-up and cosine decay, EMA weights saved.
 
     python scripts/train_digits_diffusion.py                 # the committed model
+    python scripts/train_digits_diffusion.py --architecture plain --seed 1 --steps 2000   # ddpm_plain
     python scripts/train_digits_diffusion.py --steps 20 --out /tmp/ddpm   # a smoke run
+
+The second model (`--architecture plain`, fsa/assets/digits/ddpm_plain) has another architecture
+(no self-attention) and another seed, the same data, noise schedule and recipe (half the steps):
+task=embed gives both the same seeds (are DDIM latent spaces model-independent?).
 """
 
 import argparse
@@ -22,12 +27,24 @@ from diffusers import DDPMScheduler, UNet2DModel
 from fsa.data.digits import IMAGE_SIZE, digits_images
 from fsa.diffusion.schedule import NoiseSchedule
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "fsa" / "assets" / "digits" / "ddpm"
+ASSETS = Path(__file__).resolve().parents[1] / "fsa" / "assets" / "digits"
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
 
 
-def digits_unet() -> UNet2DModel:
-    """1.2 M parameters: 16 -> 8 -> 4 px, self-attention at 8 and 4 px."""
+def digits_unet(architecture: str = "attention") -> UNet2DModel:
+    """attention (the committed `ddpm`): 1.2 M parameters, 16 -> 8 -> 4 px, self-attention at 8 and 4 px;
+    plain (`ddpm_plain`): 1.1 M parameters, the same scales and widths without self-attention."""
+    if architecture == "plain":
+        return UNet2DModel(
+            sample_size=IMAGE_SIZE,
+            in_channels=1,
+            out_channels=1,
+            block_out_channels=(32, 64, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
+            norm_num_groups=8,
+        )
     return UNet2DModel(
         sample_size=IMAGE_SIZE,
         in_channels=1,
@@ -41,13 +58,15 @@ def digits_unet() -> UNet2DModel:
     )
 
 
-def train(steps: int, batch_size: int, lr: float, ema_decay: float, seed: int, out: Path, log_every: int) -> dict:
+def train(
+    steps: int, batch_size: int, lr: float, ema_decay: float, seed: int, out: Path, log_every: int, architecture: str
+) -> dict:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     images, _ = digits_images("train")
     data = images * 2 - 1  # the model works in [-1, 1]
     abar = NoiseSchedule.make(**SCHEDULE).alphas_cumprod.float()
-    model = digits_unet()
+    model = digits_unet(architecture)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     warmup = min(200, steps // 10 + 1)
@@ -87,6 +106,7 @@ def train(steps: int, batch_size: int, lr: float, ema_decay: float, seed: int, o
         "learning_rate": lr,
         "ema_decay": ema_decay,
         "seed": seed,
+        "architecture": architecture,
         "parameters": sum(p.numel() for p in model.parameters()),
         "final_loss": sum(tail) / len(tail),
         "final_loss_over_steps": len(tail),
@@ -104,10 +124,14 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--architecture", choices=("attention", "plain"), default="attention")
+    parser.add_argument("--out", type=Path, default=None, help="default: fsa/assets/digits/ddpm (ddpm_plain)")
     parser.add_argument("--log-every", type=int, default=100)
     args = parser.parse_args()
-    record = train(args.steps, args.batch_size, args.lr, args.ema_decay, args.seed, args.out, args.log_every)
+    out = args.out or ASSETS / ("ddpm" if args.architecture == "attention" else "ddpm_plain")
+    record = train(
+        args.steps, args.batch_size, args.lr, args.ema_decay, args.seed, out, args.log_every, args.architecture
+    )
     print(json.dumps(record, indent=2))
 
 

@@ -95,6 +95,17 @@ def run_details(run: Run, keys: Sequence[str]) -> str:
             "<figcaption>targets (rows) against the best and final image of each sample, and the "
             "baselines' for the same seeds</figcaption></figure>"
         )
+    if run.folder.embedding_dir.is_dir():  # task=embed: its tables and figures
+        methods = run.folder.embedding_dir / "methods.csv"
+        if methods.exists():
+            parts.append(
+                "<p>reconstruction MSE per method ([0, 1] pixel units):</p>" + table_html(pd.read_csv(methods))
+            )
+        for png in sorted(run.folder.embedding_dir.glob("*.png")):
+            parts.append(
+                f'<figure><img src="{embed(png)}" alt="{html.escape(png.stem)}">'
+                f"<figcaption>{html.escape(png.stem.replace('_', ' '))}</figcaption></figure>"
+            )
     parts.append(f"<p>overrides: <code>{html.escape(' '.join(run.overrides) or '(none)')}</code></p>")
     config = yaml.safe_dump(run.config, sort_keys=False) if run.config else "(no config.yaml)"
     parts.append(f"<pre>{html.escape(config)}</pre></details>")

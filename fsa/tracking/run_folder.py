@@ -50,6 +50,7 @@ log = logging.getLogger("fsa")
 
 STATUS, LOCK, CONFIG, OVERRIDES, LOG = "status.json", "run.lock", "config.yaml", "overrides.yaml", "fsa.log"
 SUMMARY, FAILURE, CHECKPOINT, OVERVIEW = "summary.json", "failure.json", "checkpoint.pt", "overview.png"
+EMBEDDING = "embedding"  # task=embed's tables and figures
 EVALUATIONS, GRADIENTS, IMAGES, BASELINES, SUPERSEDED = (
     "evaluations.csv",
     "gradients.pt",
@@ -209,6 +210,10 @@ class RunFolder:
     @property
     def overview_file(self) -> Path:
         return self.root / OVERVIEW
+
+    @property
+    def embedding_dir(self) -> Path:
+        return self.root / EMBEDDING
 
     # ------------------------------------------------------------------ reading
 

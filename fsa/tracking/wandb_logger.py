@@ -64,6 +64,39 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
+def start_run(
+    mode: str,
+    run_dir: Path,
+    config: dict[str, Any],
+    project: str,
+    entity: str | None,
+    group: str | None,
+    name: str | None,
+    tags: list[str],
+    job_type: str,
+    run_id: str | None = None,
+) -> Any:
+    """A W&B run in `run_dir/wandb`, beside any other open one; `run_id` continues that run (a resume).
+    `mode` is resolved already (online, offline or disabled)."""
+    import wandb
+
+    return wandb.init(
+        project=project,
+        entity=entity,
+        group=group,
+        job_type=job_type,
+        name=name,
+        tags=tags,
+        config=config,
+        dir=str(run_dir),
+        mode=mode,
+        reinit="create_new",  # several runs open side by side (one per variant) until the fsa run ends
+        id=run_id,
+        resume="allow" if run_id else None,
+        settings=wandb.Settings(silent=True),  # fsa's log already says where the runs are
+    )
+
+
 class WandbLogger:
     """Listens to the decoder: per-evaluation distances, best and final images, the results table and
     each variant's summary.
@@ -92,21 +125,17 @@ class WandbLogger:
         run_ids = run_ids or {}
         self.runs = {}
         for variant in variants:
-            run_id = run_ids.get(variant)
-            self.runs[variant] = wandb.init(
-                project=project,
-                entity=entity,
-                group=group,
+            self.runs[variant] = start_run(
+                self.mode,
+                run_dir,
+                {**config, "variant": variant},
+                project,
+                entity,
+                group,
+                f"{name} [{variant}]" if name else variant,
+                tags,
                 job_type=variant,
-                name=f"{name} [{variant}]" if name else variant,
-                tags=tags,
-                config={**config, "variant": variant},
-                dir=str(run_dir),
-                mode=self.mode,
-                reinit="create_new",  # the variants' runs are open side by side until the fsa run ends
-                id=run_id,
-                resume="allow" if run_id else None,
-                settings=wandb.Settings(silent=True),  # fsa's log already says where the runs are
+                run_id=run_ids.get(variant),
             )
             self.runs[variant].define_metric(STEP, hidden=True)
         self._variant = variants[0]
