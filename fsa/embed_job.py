@@ -275,7 +275,9 @@ def _embed(
     # 5. Interpolation between the first two images: in pixels, and between their seeds.
     interpolation = {}
     if len(images) >= 2:
-        source = next((n for n in seeds_by_method if n.startswith("network")), None) or list(seeds_by_method)[-1]
+        # The seeds of the best-refined method there is: the last network method, else the last method.
+        source = [n for n in seeds_by_method if n.startswith("network")][-1:] or list(seeds_by_method)[-1:]
+        source = source[0]
         interpolation = interpolate_figure(backbone, timesteps, images, seeds_by_method[source], source, options, out)
 
     # 6. The same seeds through a second model.
@@ -393,10 +395,10 @@ def interpolate_figure(
     latent = analysis.interpolate(seeds[0], seeds[1], steps)
     made = ddim.reconstruct(backbone, latent, pixels, timesteps).reconstruction
     draw_grid(
-        [("fraction", f"{i / (steps - 1):.2f}") for i in range(steps)],
+        [(f"fraction; row 2: seeds by {source}", f"{i / (steps - 1):.2f}") for i in range(steps)],
         [
             [(picture(p), "pixels") for p in pixels],
-            [(picture(m), f"seeds ({source})"[:16]) for m in made],
+            [(picture(m), "seeds") for m in made],
         ],
         out / "interpolation.png",
     )
