@@ -91,8 +91,8 @@ takes its targets from it. Images are upsampled to 16x16 (bilinear) and scaled t
 - Accuracy: train {cnn["train_accuracy"]:.4f}, held-out test {cnn["test_accuracy"]:.4f}.
 
 ## `ddpm_plain/` and `embedders/`: for `task=embed`
-- `ddpm_plain/`: a second pixel DDPM of another architecture (the same scales and widths, no self-attention,
-  1.1 M parameters), trained with seed 1 on the same data with the same schedule and recipe but 2,000 steps:
+- `ddpm_plain/`: a second pixel DDPM of another architecture (the same scales and widths, self-attention only
+  in the middle block, 1.1 M parameters), trained with seed 1 on the same data with the same schedule and recipe but 2,000 steps:
   `python scripts/train_digits_diffusion.py --architecture plain --seed 1 --steps 2000` (record:
   `ddpm_plain/training.json`).
   task=embed gives both models the same seeds: is a DDIM latent space a property of the data or of the model?
