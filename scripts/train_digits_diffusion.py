@@ -50,7 +50,14 @@ def digits_unet(architecture: str = "attention") -> UNet2DModel:
 
 
 def train(
-    steps: int, batch_size: int, lr: float, ema_decay: float, seed: int, out: Path, log_every: int, architecture: str
+    steps: int,
+    batch_size: int,
+    lr: float,
+    ema_decay: float,
+    seed: int,
+    out: Path,
+    log_every: int,
+    architecture: str = "attention",
 ) -> dict:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)

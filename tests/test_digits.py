@@ -13,6 +13,7 @@ from fsa import ASSETS_DIR
 from fsa.data.digits import DigitsTargets, as_pil, digits_images
 from fsa.data.targets import TargetError
 from fsa.diffusion.backbones import load_pixel_diffusion
+from fsa.diffusion.samplers import strided_timesteps
 from fsa.evaluation import DigitsOracle, entropy, mean_pairwise_distance
 from fsa.extractors.digits_cnn import DigitsCNNExtractor
 
@@ -73,6 +74,15 @@ def test_training_scripts_produce_loadable_checkpoints(tmp_path):
     model = load_pixel_diffusion(str(tmp_path / "ddpm"), subfolder="unet")
     assert model.latent_shape == (1, 16, 16) and model.schedule.num_train_timesteps == 1000
     assert ddpm["steps"] == 2 and math.isfinite(ddpm["final_loss"])
+    plain = load_script("train_digits_diffusion").train(
+        steps=1, batch_size=4, lr=1e-3, ema_decay=0.9, seed=1, out=tmp_path / "plain", log_every=1, architecture="plain"
+    )
+    assert plain["architecture"] == "plain" and load_pixel_diffusion(str(tmp_path / "plain"), "unet").latent_shape
+    embedders = load_script("train_digits_embedders")  # pairs made by the model itself, one epoch
+    images, seeds = embedders.make_pairs(model, 16, strided_timesteps(1000, 2), seed=0)
+    network, loss = embedders.train("conv3", images, seeds, epochs=1, batch_size=8, seed=0)
+    assert images.shape == seeds.shape == (16, 1, 16, 16) and math.isfinite(loss)
+    assert network(images).shape == images.shape
     cnn = load_script("train_digits_cnn").train(
         epochs=1, batch_size=256, lr=1e-3, seed=0, out=tmp_path / "cnn.safetensors"
     )
