@@ -7,7 +7,7 @@ digits' held-out test split (never seen by any fsa model) and on fresh generated
 reconstruction MSE of f_theta(network(x)) against x, in [0, 1] pixel units as the paper reports it.
 Writes fsa/assets/digits/embedders/<kind>.safetensors, <kind>.json and MODEL_CARD.md.
 
-    python scripts/train_digits_embedders.py                       # the committed networks (~6 min on 2 cores)
+    python scripts/train_digits_embedders.py                       # the committed networks (~15 min on 2 cores)
     python scripts/train_digits_embedders.py --pairs 256 --epochs 1 --out /tmp/embedders   # a smoke run
 """
 
