@@ -83,13 +83,13 @@ class Embedder:
     def __init__(self, backbone: DiffusionBackbone, options: EmbedOptions, timesteps: list[int], seed: int) -> None:
         self.backbone, self.options, self.timesteps, self.seed = backbone, options, timesteps, seed
         self.networks = {kind: networks.load(options.network_dir, kind) for kind in self._network_kinds()}
-        for kind, (_, info) in self.networks.items():
+        for kind, (net, info) in self.networks.items():
             if int(info["num_steps"]) != options.num_steps:
                 raise ConfigError(
                     f"embedding network '{kind}' was trained for {info['num_steps']} DDIM steps; "
                     f"task.num_steps is {options.num_steps}"
                 )
-        self.networks = {kind: (net.to(self._device), info) for kind, (net, info) in self.networks.items()}
+            net.to(self._device)  # in place
 
     @property
     def _device(self) -> torch.device:
