@@ -150,22 +150,10 @@ def embed(
     options = embed_options(cfg)
     run = None
     if cfg.logger is not None and cfg.logger.mode != "disabled":
-        logger = cfg.logger
-        mode = resolve_mode(logger.mode)
-        run = start_run(
-            mode,
-            folder.root,
-            config,
-            logger.project,
-            logger.entity,
-            logger.group or group,
-            logger.name or name,
-            list(logger.tags),
-            job_type="embed",
-        )
+        run = start_run(cfg.logger, folder.root, config, group, name, job_type="embed")
         run.define_metric("iteration", hidden=True)
         run.define_metric("cloud/*", step_metric="iteration")
-        log.info("W&B run %s (%s mode) in %s", run.id, mode, run.dir)
+        log.info("W&B run %s (%s mode) in %s", run.id, resolve_mode(cfg.logger.mode), run.dir)
     try:
         summary = _embed(cfg, options, folder, build, device, run)
     except BaseException:

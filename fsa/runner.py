@@ -135,19 +135,8 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
         progress = Progress(iterations * len(plan) * len(variants), enabled=cfg.progress, done=done)
         wandb = None
         if cfg.logger is not None and cfg.logger.mode != "disabled":
-            logger = cfg.logger
-            wandb = WandbLogger(
-                logger.mode,
-                folder.root,
-                config,
-                logger.project,
-                logger.entity,
-                logger.group or group,
-                logger.name or name,
-                list(logger.tags),
-                list(variants),
-                run_ids=saved.get("wandb_ids") if saved else None,
-            )
+            run_ids = saved.get("wandb_ids") if saved else None
+            wandb = WandbLogger(cfg.logger, folder.root, config, group, name, list(variants), run_ids)
             checkpoints.on_save.append(wandb.send)
 
         # 6. Decode every variant, batch by batch, resuming where the checkpoint left off.

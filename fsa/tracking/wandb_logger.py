@@ -65,31 +65,33 @@ def resolve_mode(mode: str) -> str:
 
 
 def start_run(
-    mode: str,
+    logger: Any,
     run_dir: Path,
     config: dict[str, Any],
-    project: str,
-    entity: str | None,
     group: str | None,
     name: str | None,
-    tags: list[str],
     job_type: str,
+    label: str | None = None,
     run_id: str | None = None,
 ) -> Any:
-    """A W&B run in `run_dir/wandb`, beside any other open one; `run_id` continues that run (a resume).
-    `mode` is resolved already (online, offline or disabled)."""
+    """A W&B run in `run_dir/wandb`, beside any other open one, as the `logger` config says (mode,
+    project, entity, tags; its group and name before the defaults given here). `label` is added to
+    the name ("<name> [guided]"); `run_id` continues that run (a resume)."""
     import wandb
 
+    name = logger.name or name
+    if label:
+        name = f"{name} [{label}]" if name else label
     return wandb.init(
-        project=project,
-        entity=entity,
-        group=group,
+        project=logger.project,
+        entity=logger.entity,
+        group=logger.group or group,
         job_type=job_type,
         name=name,
-        tags=tags,
+        tags=list(logger.tags),
         config=config,
         dir=str(run_dir),
-        mode=mode,
+        mode=resolve_mode(logger.mode),
         reinit="create_new",  # several runs open side by side (one per variant) until the fsa run ends
         id=run_id,
         resume="allow" if run_id else None,
@@ -106,35 +108,31 @@ class WandbLogger:
 
     def __init__(
         self,
-        mode: str,
+        logger: Any,
         run_dir: Path,
         config: dict[str, Any],
-        project: str,
-        entity: str | None,
         group: str | None,
         name: str | None,
-        tags: list[str],
         variants: list[str],
         run_ids: dict[str, str] | None = None,
     ) -> None:
-        """`run_ids`: continue those W&B runs, one per variant (a resumed fsa run), instead of new ones."""
+        """`logger`: the logger config; `run_ids`: continue those W&B runs, one per variant (a resumed
+        fsa run), instead of new ones."""
         import wandb
 
-        self.mode = resolve_mode(mode)
+        self.mode = resolve_mode(logger.mode)
         self._wandb = wandb
         run_ids = run_ids or {}
         self.runs = {}
         for variant in variants:
             self.runs[variant] = start_run(
-                self.mode,
+                logger,
                 run_dir,
                 {**config, "variant": variant},
-                project,
-                entity,
                 group,
-                f"{name} [{variant}]" if name else variant,
-                tags,
+                name,
                 job_type=variant,
+                label=variant,
                 run_id=run_ids.get(variant),
             )
             self.runs[variant].define_metric(STEP, hidden=True)
