@@ -41,9 +41,10 @@ from fsa.diffusion.samplers import strided_timesteps
 from fsa.embedding import analysis, ddim, networks
 from fsa.embedding.options import EmbedOptions
 from fsa.errors import ConfigError
+from fsa.tracking.checkpoint import Checkpoints
 from fsa.tracking.local import to_uint8
 from fsa.tracking.overview import draw_grid
-from fsa.tracking.run_folder import RunFolder
+from fsa.tracking.run_folder import RunFolder, comparable
 from fsa.tracking.wandb_logger import resolve_mode, start_run
 
 log = logging.getLogger("fsa")
@@ -77,11 +78,75 @@ def mse01(made: Tensor, images: Tensor) -> Tensor:
     return ((made - images) / 2).pow(2).flatten(1).mean(1)
 
 
-class Embedder:
-    """Every method of the options on one set of images, timed; the seeds it found, per method."""
+class Units:
+    """The job's units of work (one method on one set of images; the cloud), each kept in the run's
+    checkpoint once done, and the descent under way, kept every `checkpoint_every` iterations and
+    when SIGTERM/SIGUSR1/SIGUSR2 arrives: a stopped run continues where it was, to the same seeds."""
 
-    def __init__(self, backbone: DiffusionBackbone, options: EmbedOptions, timesteps: list[int], seed: int) -> None:
-        self.backbone, self.options, self.timesteps, self.seed = backbone, options, timesteps, seed
+    def __init__(self, checkpoints: Checkpoints, saved: dict[str, Any] | None, wandb_id: str | None) -> None:
+        self.checkpoints, self.wandb_id = checkpoints, wandb_id
+        self.done: dict[str, dict[str, Any]] = saved["units"] if saved else {}
+        self.under_way: dict[str, Any] | None = saved["descent"] if saved else None
+        self.key: str | None = None
+        self.started = self.carried = 0.0
+
+    def seeds(self, key: str, find: Callable[[], Tensor]) -> tuple[Tensor, float]:
+        """The seeds `find()` returns and the seconds it took, found once per run (kept in the checkpoint)."""
+        if key not in self.done:
+            resumed = self.under_way if self.under_way and self.under_way["unit"] == key else None
+            self.key, self.carried, self.started = key, resumed["seconds"] if resumed else 0.0, time.perf_counter()
+            seeds = find()
+            self.done[key] = {"seeds": seeds.detach().cpu(), "seconds": self.elapsed()}
+            self.under_way = None
+            self.checkpoints.save(self.state)
+        return self.done[key]["seeds"], self.done[key]["seconds"]
+
+    def elapsed(self) -> float:
+        return self.carried + time.perf_counter() - self.started
+
+    def descent(self) -> dict[str, Any]:
+        """`ddim.descend`'s `resume` and `on_iteration` for the (one) descent of the unit under way."""
+        resume = None
+        if self.under_way and self.under_way["unit"] == self.key:
+            resume = ddim.DescentState(**self.under_way["state"])
+
+        def on_iteration(snapshot: Callable[[], ddim.DescentState]) -> None:
+            self.checkpoints.after_iteration(
+                lambda: self.state({"unit": self.key, "state": vars(snapshot()), "seconds": self.elapsed()})
+            )
+
+        return {"resume": resume, "on_iteration": on_iteration}
+
+    def state(self, descent: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"units": self.done, "descent": descent, "wandb_id": self.wandb_id}
+
+
+class CloudLog:
+    """The cloud's descent for W&B, per iteration; rows are held until a checkpoint covers them, so a
+    run stopped and resumed logs every iteration once."""
+
+    def __init__(self, run: Any) -> None:
+        self.run, self.rows = run, []
+
+    def __call__(self, step: ddim.DescentStep) -> None:
+        mse = step.mse / 4  # [0, 1] pixel units
+        self.rows.append(
+            {"iteration": step.iteration, "cloud/mean_mse": float(mse.mean()), "cloud/min_mse": float(mse.min())}
+        )
+
+    def send(self) -> None:
+        for row in self.rows:
+            self.run.log(row)
+        self.rows.clear()
+
+
+class Embedder:
+    """Every method of the options on one set of images; the seeds it found, per method."""
+
+    def __init__(
+        self, backbone: DiffusionBackbone, options: EmbedOptions, timesteps: list[int], seed: int, units: Units
+    ) -> None:
+        self.backbone, self.options, self.timesteps, self.seed, self.units = backbone, options, timesteps, seed, units
         self.networks = {kind: networks.load(options.network_dir, kind) for kind in self._network_kinds()}
         for kind, (net, info) in self.networks.items():
             if int(info["num_steps"]) != options.num_steps:
@@ -133,7 +198,16 @@ class Embedder:
     def _descend(self, images: Tensor, start: Tensor, iterations: int, lr: float) -> Tensor:
         if iterations == 0:
             return start
-        return ddim.descend(self.backbone, images, start, self.timesteps, iterations, lr, self.options.checkpoint).seed
+        return ddim.descend(
+            self.backbone,
+            images,
+            start,
+            self.timesteps,
+            iterations,
+            lr,
+            self.options.checkpoint,
+            **self.units.descent(),
+        ).seed
 
 
 def embed(
@@ -146,16 +220,24 @@ def embed(
     name: str | None = None,
 ) -> dict[str, Any]:
     """The whole task=embed job, `build` making each config group's object; returns the summary.
-    With a logger, one W&B run (job type "embed") gets the cloud's descent, the tables and figures."""
+    With a logger, one W&B run (job type "embed") gets the cloud's descent, the tables and figures.
+    A stopped run (a signal, a kill) continues from its checkpoint: see `Units`."""
     options = embed_options(cfg)
+    checkpoints = Checkpoints(folder.checkpoint_file, cfg.checkpoint_every, comparable(config))
+    saved = checkpoints.saved()
+    if saved:
+        log.info("resuming from %s: %d unit(s) done", checkpoints.path, len(saved["units"]))
     run = None
     if cfg.logger is not None and cfg.logger.mode != "disabled":
-        run = start_run(cfg.logger, folder.root, config, group, name, job_type="embed")
+        run_id = saved["wandb_id"] if saved else None
+        run = start_run(cfg.logger, folder.root, config, group, name, job_type="embed", run_id=run_id)
         run.define_metric("iteration", hidden=True)
         run.define_metric("cloud/*", step_metric="iteration")
         log.info("W&B run %s (%s mode) in %s", run.id, resolve_mode(cfg.logger.mode), run.dir)
+    units = Units(checkpoints, saved, run.id if run else None)
     try:
-        summary = _embed(cfg, options, folder, build, device, run)
+        with checkpoints:
+            summary = _embed(cfg, options, folder, build, device, run, units)
     except BaseException:
         if run is not None:
             run.finish(exit_code=1)
@@ -181,6 +263,7 @@ def _embed(
     build: Callable[[Any], Any],
     device: torch.device,
     run: Any,
+    units: Units,
 ) -> dict[str, Any]:
     backbone: DiffusionBackbone = build(cfg.model)
     if not isinstance(backbone, PixelDiffusion):
@@ -190,7 +273,7 @@ def _embed(
     targets = build(cfg.dataset).load(extractor)[: cfg.max_targets][: options.images]
     images = model_images(targets, backbone).to(device)
     timesteps = strided_timesteps(backbone.schedule.num_train_timesteps, options.num_steps)
-    embedder = Embedder(backbone, options, timesteps, cfg.seed)
+    embedder = Embedder(backbone, options, timesteps, cfg.seed, units)
     out = folder.embedding_dir
     out.mkdir(parents=True, exist_ok=True)
     log.info(
@@ -210,9 +293,8 @@ def _embed(
     rows, seeds_by_method, reconstructions = [], {}, {}
     for set_name, batch in sets.items():
         for name, method in [("random seed", lambda x: embedder.random_seeds(x.shape, 3)), *embedder.methods()]:
-            start = time.perf_counter()
-            seeds = method(batch)
-            seconds = time.perf_counter() - start
+            seeds, seconds = units.seeds(f"{set_name}/{name}", lambda method=method, batch=batch: method(batch))
+            seeds = seeds.to(device)
             result = ddim.reconstruct(backbone, seeds, batch, timesteps)
             errors = mse01(result.reconstruction, batch)
             if set_name == "dataset":
@@ -239,24 +321,26 @@ def _embed(
 
     # 2-4. The cloud of the first image: PCA, moves along components, mean vs network, convex combinations.
     first = images[:1]
-
-    def report(step: ddim.DescentStep) -> None:
-        if run is not None:
-            mse = step.mse / 4  # [0, 1] pixel units
-            run.log(
-                {"iteration": step.iteration, "cloud/mean_mse": float(mse.mean()), "cloud/min_mse": float(mse.min())}
-            )
-
-    cloud = ddim.descend(
-        backbone,
-        first.expand(options.cloud, -1, -1, -1),
-        embedder.random_seeds(torch.Size((options.cloud, *first.shape[1:])), 4),
-        timesteps,
-        options.iterations,
-        options.lr,
-        options.checkpoint,
-        callback=report,
+    cloud_log = CloudLog(run) if run is not None else None
+    if cloud_log:
+        units.checkpoints.on_save.append(cloud_log.send)
+    seeds, _ = units.seeds(
+        "cloud",
+        lambda: (
+            ddim.descend(
+                backbone,
+                first.expand(options.cloud, -1, -1, -1),
+                embedder.random_seeds(torch.Size((options.cloud, *first.shape[1:])), 4),
+                timesteps,
+                options.iterations,
+                options.lr,
+                options.checkpoint,
+                callback=cloud_log,
+                **units.descent(),
+            ).seed
+        ),
     )
+    cloud = ddim.reconstruct(backbone, seeds.to(device), first.expand(options.cloud, -1, -1, -1), timesteps)
     principal = analysis.principal_components(cloud.seed.cpu())
     cloud_figures = cloud_analysis(backbone, timesteps, first, cloud, principal, embedder, options, out)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import compose_config, load_script
 from PIL import Image
-from wandb_records import history_rows, logged_table, runs_by_job_type
+from wandb_records import history_rows, logged_table, run_id, runs_by_job_type
 from wandb_records import summary as wandb_summary
 
 from fsa import ASSETS_DIR
@@ -18,6 +18,7 @@ from fsa.diffusion.backbones import load_pixel_diffusion
 from fsa.diffusion.samplers import strided_timesteps
 from fsa.embedding import analysis, ddim, networks
 from fsa.errors import ConfigError
+from fsa.tracking.checkpoint import load_checkpoint, save_checkpoint
 
 STEPS = 10
 
@@ -79,6 +80,21 @@ def test_descent_is_batch_independent(digits):
     together = ddim.descend(backbone, images[:2], starts, timesteps, 3, 0.05)
     alone = ddim.descend(backbone, images[1:2], starts[1:2], timesteps, 3, 0.05)
     assert torch.allclose(together.seed[1:2], alone.seed, atol=1e-5)
+
+
+def test_a_descent_resumed_from_any_iteration_ends_exactly_as_one_without_a_stop(digits, tmp_path):
+    backbone, timesteps, images = digits
+    starts = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(4))
+    states: list[ddim.DescentState] = []
+    whole = ddim.descend(
+        backbone, images[:2], starts, timesteps, 5, 0.05, on_iteration=lambda snapshot: states.append(snapshot())
+    )
+    assert [s.iteration for s in states] == [1, 2, 3, 4, 5]
+    for state in (states[0], states[3]):
+        save_checkpoint({"descent": vars(state)}, tmp_path / "checkpoint.pt")  # as a resumed run reads it
+        again = ddim.DescentState(**load_checkpoint(tmp_path / "checkpoint.pt")["descent"])
+        resumed = ddim.descend(backbone, images[:2], torch.zeros_like(starts), timesteps, 5, 0.05, resume=again)
+        assert torch.equal(resumed.seed, whole.seed)
 
 
 def test_principal_components_recover_a_known_cloud():
@@ -236,3 +252,55 @@ def test_embed_refuses_a_latent_model_and_images_it_cannot_use(tmp_path):
     cfg = compose_config([*(o for o in SMALL if not o.startswith("logger")), "debug=tiny", "~logger"], tmp_path)
     with pytest.raises(ConfigError, match="pixel-space"):
         run(cfg, tmp_path)
+
+
+def test_embed_stopped_by_signals_mid_descent_resumes_to_the_same_results(embed_run, tmp_path, monkeypatch):
+    """SIGTERM in a method's descent, then in the cloud's: each time the run checkpoints at the end
+    of the iteration under way and stops as interrupted; rerun, it ends as the run without a stop."""
+    import signal
+
+    from fsa.embed_job import Units
+    from fsa.runner import Interrupted, run
+
+    stops = {"dataset/gradient_descent": 4, "cloud": 6}  # unit -> the iteration a signal comes in
+    descent = Units.descent
+
+    def descent_with_a_signal(self):
+        hooks = descent(self)
+
+        def on_iteration(snapshot):
+            if stops.get(self.key) == snapshot().iteration:
+                signal.raise_signal(signal.SIGTERM)
+            hooks["on_iteration"](snapshot)
+
+        return {**hooks, "on_iteration": on_iteration}
+
+    monkeypatch.setattr(Units, "descent", descent_with_a_signal)
+    cfg = compose_config([*SMALL, "checkpoint_every=0"], tmp_path)  # checkpoints: signals and finished units only
+    for unit, iteration in list(stops.items()):
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            run(cfg, tmp_path)
+        assert json.loads((tmp_path / "status.json").read_text())["state"] == "interrupted"
+        saved = load_checkpoint(tmp_path / "checkpoint.pt")["descent"]
+        assert (saved["unit"], saved["state"]["iteration"]) == (unit, iteration)
+        del stops[unit]
+    summary = run(cfg, tmp_path)
+
+    out, whole = embed_run
+    timing = ["seconds", "seeds_per_second"]
+    for table in ("reconstruction.csv", "methods.csv"):
+        pd.testing.assert_frame_equal(
+            pd.read_csv(tmp_path / "embedding" / table).drop(columns=timing, errors="ignore"),
+            pd.read_csv(out / "embedding" / table).drop(columns=timing, errors="ignore"),
+        )
+    for key in ("cloud", "interpolation", "independence"):
+        assert summary[key] == whole[key]
+    for png in [*sorted((out / "embedding").glob("*.png")), out / "overview.png"]:
+        with Image.open(png) as a, Image.open(tmp_path / png.relative_to(out)) as b:
+            assert a.tobytes() == b.tobytes(), png.name
+    assert not (tmp_path / "checkpoint.pt").exists()
+    # One W&B run, continued twice: every iteration of the cloud's descent logged once.
+    runs = runs_by_job_type(tmp_path)["embed"]
+    assert len(runs) == 3 and len({run_id(records) for _, records in runs}) == 1
+    logged = [int(r["iteration"]) for _, records in runs for r in history_rows(records) if "cloud/mean_mse" in r]
+    assert logged == list(range(10))

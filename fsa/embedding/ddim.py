@@ -11,8 +11,10 @@ clean sample, so f_theta(x_T) = z_0. Every tensor carries a batch dimension; sam
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -66,6 +68,15 @@ class DescentStep:
 
 
 @dataclass(frozen=True)
+class DescentState:
+    """Where a descent stands between two iterations: enough to continue it exactly (a checkpoint)."""
+
+    iteration: int  # iterations done
+    seed: Tensor  # (B, C, H, W)
+    optimiser: dict[str, Any]  # Adam's state_dict: its step counts and moment estimates
+
+
+@dataclass(frozen=True)
 class Embedding:
     seed: Tensor  # (B, C, H, W): the seeds found
     reconstruction: Tensor  # (B, C, H, W): f_theta(seed)
@@ -88,14 +99,20 @@ def descend(
     lr: float,
     checkpoint: bool = True,
     callback: Callable[[DescentStep], None] | None = None,
+    resume: DescentState | None = None,
+    on_iteration: Callable[[Callable[[], DescentState]], None] | None = None,
 ) -> Embedding:
     """Eq. 12 of the journal version: min over x_T of 1/2 ||f_theta(x_T) - x_0||^2, by Adam from `start`.
 
     `image` and `start` are (B, C, H, W): B problems at once (several starts per image make a cloud).
-    The loss is summed over the batch, so each seed gets exactly its own gradient."""
-    seed = start.detach().clone().requires_grad_(True)
+    The loss is summed over the batch, so each seed gets exactly its own gradient. `resume` continues
+    a descent where its state was taken (`start` is then unused), to the same result as without a
+    stop; `on_iteration` gets, after each iteration, a function that takes that state (a checkpoint)."""
+    seed = (resume.seed.to(start.device) if resume else start).detach().clone().requires_grad_(True)
     optimiser = torch.optim.Adam([seed], lr=lr)
-    for iteration in range(iterations):
+    if resume:
+        optimiser.load_state_dict(resume.optimiser)
+    for iteration in range(resume.iteration if resume else 0, iterations):
         optimiser.zero_grad(set_to_none=True)
         error = (generate(backbone, seed, timesteps, checkpoint) - image).pow(2).flatten(1)
         loss = 0.5 * error.sum(1)
@@ -103,4 +120,8 @@ def descend(
         optimiser.step()
         if callback is not None:
             callback(DescentStep(iteration, loss.detach(), error.detach().mean(1)))
+        if on_iteration is not None:
+            on_iteration(
+                lambda done=iteration + 1: DescentState(done, seed.detach().clone(), deepcopy(optimiser.state_dict()))
+            )
     return reconstruct(backbone, seed.detach(), image, timesteps)

@@ -109,9 +109,14 @@ class Checkpoints:
         return data
 
     def after_iteration(self, state: Callable[[], dict[str, Any]]) -> None:
+        """One more iteration done: checkpoint if it is the `every`-th, or if a signal came."""
         self.count += 1
         if self.signal is None and not (self.every and self.count % self.every == 0):
             return
+        self.save(state)
+
+    def save(self, state: Callable[[], dict[str, Any]]) -> None:
+        """Checkpoint now (a unit of work is done), then stop if a signal came."""
         save_checkpoint({"config": self.config, **state()}, self.path)
         for listener in self.on_save:
             listener()
