@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from fsa import ASSETS_DIR, default_data_dir
 from fsa.embedding.options import EmbedOptions
 from fsa.errors import ConfigError
-from fsa.guidance.options import GuidanceOptions
+from fsa.guidance.options import GuidanceOptions, SelfGuidedOptions
 from fsa.speed import DTYPE_NAMES, SpeedOptions
 
 # This module loads no ML stack (torch, diffusers, ...): `fsa --help` and a rejected override stay fast.
@@ -36,8 +36,13 @@ def _schema_of(cls: type, name: str, target: str | None = None) -> type:
     return dataclasses.make_dataclass(name, [("_target_", str, field(default=target)), *fields])
 
 
-# Built as FeatureGuidance (GuidanceOptions with Eq. 3), whose module needs torch: named, not imported.
+# Built as FeatureGuidance (GuidanceOptions with Eq. 3) or SelfGuidance, whose modules need torch:
+# named, not imported. Each guidance option's YAML extends its schema (`defaults: [schema_paper]`),
+# so its keys and types are checked as Hydra composes it.
 GuidanceConfig = _schema_of(GuidanceOptions, "GuidanceConfig", "fsa.guidance.feature_guidance.FeatureGuidance")
+SelfGuidedConfig = _schema_of(SelfGuidedOptions, "SelfGuidedConfig", "fsa.guidance.self_guided.SelfGuidance")
+UNET_BLOCK_EXTRACTOR = "fsa.extractors.unet_block.UNetBlockExtractor"
+GUIDANCE_SCHEMAS = {"schema_paper": GuidanceConfig, "schema_self_guided": SelfGuidedConfig}
 SpeedConfig = _schema_of(SpeedOptions, "SpeedConfig")
 
 
@@ -56,7 +61,7 @@ class FsaConfig:
     task: Any = None  # {name: guide} or {name: embed, ...EmbedOptions}
     model: Any = None
     sampler: Any = None
-    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # type: ignore[valid-type]
+    guidance: Any = None  # typed by its option's schema (GUIDANCE_SCHEMAS)
     extractor: Any = None
     dataset: Any = None
     speed: SpeedConfig = field(default_factory=SpeedConfig)  # type: ignore[valid-type]
@@ -81,7 +86,10 @@ class FsaConfig:
 
 def register_configs() -> None:
     """The schema; `${fsa_asset:digits/ddpm}`, a path inside fsa's shipped weights; `${fsa_data_dir:}`."""
-    ConfigStore.instance().store(name="fsa_schema", node=FsaConfig)
+    store = ConfigStore.instance()
+    store.store(name="fsa_schema", node=FsaConfig)
+    for name, schema in GUIDANCE_SCHEMAS.items():
+        store.store(group="guidance", name=name, node=schema)
     # The user's local config folder (~/.config/fsa) is on Hydra's search path; most machines have none.
     warnings.filterwarnings("ignore", message="provider=hydra.searchpath in main, path=.* is not available")
     if not OmegaConf.has_resolver("fsa_asset"):
@@ -161,6 +169,11 @@ def validate(cfg: DictConfig) -> None:
     if cfg.device != "auto" and not str(cfg.device).startswith(("cpu", "cuda", "mps")):
         raise ConfigError(f"device must be auto, cpu, cuda[:N] or mps, got '{cfg.device}'")
     check_targets(cfg, ("model", "sampler", "extractor", "dataset", "guidance", "speed"))
+    if cfg.guidance._target_ == SelfGuidedConfig._target_ and cfg.extractor._target_ != UNET_BLOCK_EXTRACTOR:
+        raise ConfigError(
+            "guidance=self_guided matches the diffusion model's own representation: it needs "
+            f"extractor=unet_block, got {cfg.extractor._target_}"
+        )
     if cfg.get("oracle") is not None:
         check_targets(cfg, ("oracle",))
 

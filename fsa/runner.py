@@ -27,11 +27,12 @@ from fsa.config import resolved_container, validate
 from fsa.data.targets import Target
 from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.diffusion.samplers import Sampler
-from fsa.errors import FsaError, Interrupted
+from fsa.errors import ConfigError, FsaError, Interrupted
 from fsa.evaluation import comparison_table, entropy, mean_pairwise_distance, proof_figures, variant_figures
 from fsa.extractors.base import FeatureExtractor
 from fsa.guidance.decoder import DecodeResult, DecodeState, Evaluation, guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance, squared_distance
+from fsa.guidance.self_guided import SelfGuidance, self_guided_decode
 from fsa.speed import apply_speed_options, torch_dtype
 from fsa.tracking.checkpoint import Checkpoints
 from fsa.tracking.local import EvaluationTable, GradientRecorder, save_png
@@ -46,7 +47,7 @@ log = logging.getLogger("fsa")
 
 BASELINES = {
     # The same sampler, recurrences, targets and seeds: only the guidance differs.
-    "unguided": lambda g: replace(g, w_g=0.0),
+    "unguided": lambda g: g.unguided(),
     "printed_sign": lambda g: replace(g, direction="ascend"),  # eps - w_g g, as the paper prints Eq. 3
 }
 LIBRARIES = ("torch", "torchvision", "diffusers", "transformers", "open_clip_torch", "timm", "numpy", "hydra-core")
@@ -90,7 +91,7 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
             folder.complete(summary)
             return summary
         sampler: Sampler = build(cfg.sampler)
-        guidance: FeatureGuidance = build(cfg.guidance)
+        guidance: FeatureGuidance | SelfGuidance = build(cfg.guidance)
         speed = build(cfg.speed)
         device, dtype = resolve_device(cfg.device), torch_dtype(cfg.dtype)
         checkpoints = Checkpoints(folder.checkpoint_file, cfg.checkpoint_every, comparable(config))
@@ -112,7 +113,11 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
         iterations = guidance.total_iterations(steps)
         samples_per_target = min(cfg.batch_size, cfg.max_samples or cfg.batch_size)
         plan = batches(targets, samples_per_target, cfg.targets_per_batch, cfg.seed)
-        variants = {GUIDED: guidance} | {b: BASELINES[b](guidance) for b in cfg.baselines}
+        baselines = list(cfg.baselines)
+        if isinstance(guidance, SelfGuidance) and "printed_sign" in baselines:
+            log.warning("baseline printed_sign flips the paper's Eq. 3, which guidance=self_guided has not: skipped")
+            baselines.remove("printed_sign")
+        variants = {GUIDED: guidance} | {b: BASELINES[b](guidance) for b in baselines}
         log.info(
             "model %s, extractor %s (%d-d), %d target(s) x %d sample(s) in %d batch(es), %d timesteps, "
             "%d guided iterations each, runs: %s, on %s (%s%s)",
@@ -181,10 +186,10 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
             "peak_memory_mb": peak_memory_mb(device),
             "reference_distance": reference,  # mean pairwise squared distance among the targets
             **figures[GUIDED],
-            "baselines": {b: figures[b] for b in cfg.baselines},
+            "baselines": {b: figures[b] for b in baselines},
             "proof": proof_figures(figures),
             "samples": [r.to_dict() for r in samples[GUIDED]],
-            "baseline_samples": {b: [r.to_dict() for r in samples[b]] for b in cfg.baselines},
+            "baseline_samples": {b: [r.to_dict() for r in samples[b]] for b in baselines},
             "environment": environment(),
         }
         overview = write_overview(folder, samples, folder.overview_file)
@@ -303,14 +308,15 @@ class _Job:
         self,
         number: int,
         variant: str,
-        guidance: FeatureGuidance,
+        guidance: FeatureGuidance | SelfGuidance,
         finished: dict[str, list[SampleResult]],
         resume: dict[str, Any] | None,
         record_gradients: int,
     ) -> list[SampleResult]:
         """Every batch of the plan under one guidance, continuing from `resume` (a checkpoint) if given."""
         table = EvaluationTable(self.folder.evaluations_file(variant), resume_at=resume["table"] if resume else None)
-        recorder = GradientRecorder(record_gradients) if record_gradients and guidance.enabled else None
+        paper = isinstance(guidance, FeatureGuidance)  # gradients of Eq. 3 (self-guided matching has none)
+        recorder = GradientRecorder(record_gradients) if record_gradients and paper and guidance.enabled else None
         if recorder and resume and resume.get("gradients"):
             vars(recorder).update(resume["gradients"])
         listeners = [table, self.progress, *(x for x in (self.wandb, recorder) if x)]
@@ -345,20 +351,23 @@ class _Job:
                     }
 
                 started = time.perf_counter()
-                result = guided_decode(
-                    self.backbone,
-                    self.sampler,
-                    guidance,
-                    self.extractor,
-                    torch.stack([s.target.feature for s in batch]).to(self.device),
-                    [torch.Generator().manual_seed(s.seed) for s in batch],
-                    dtype=self.dtype,
-                    callback=_fan_out(listeners),
-                    resume=DecodeState(**resume["decode"]) if resuming and resume else None,
-                    on_iteration=lambda snapshot, state=state: self.checkpoints.after_iteration(
+                common = {
+                    "target": torch.stack([s.target.feature for s in batch]).to(self.device),
+                    "generators": [torch.Generator().manual_seed(s.seed) for s in batch],
+                    "dtype": self.dtype,
+                    "callback": _fan_out(listeners),
+                    "resume": DecodeState(**resume["decode"]) if resuming and resume else None,
+                    "on_iteration": lambda snapshot, state=state: self.checkpoints.after_iteration(
                         lambda: state(snapshot)
                     ),
-                )
+                }
+                if isinstance(guidance, SelfGuidance):  # Kadkhodaie et al.: matches the targets' own images
+                    latent = target_latents(self.extractor, [s.target for s in batch]).to(self.device)
+                    result = self_guided_decode(
+                        self.backbone, self.sampler, guidance, self.extractor, target_latent=latent, **common
+                    )
+                else:
+                    result = guided_decode(self.backbone, self.sampler, guidance, self.extractor, **common)
                 saved = self._save(variant, result, batch, time.perf_counter() - started)
                 records.extend(saved)
                 if self.wandb:
@@ -403,6 +412,15 @@ class _Job:
                 )
             )
         return records
+
+
+def target_latents(extractor: FeatureExtractor, targets: list[Target]) -> torch.Tensor:
+    """The targets' images in the extractor's diffusion model's space (self-guided decoding)."""
+    missing = [t.name for t in targets if t.image is None]
+    if missing:
+        raise ConfigError(f"guidance=self_guided needs target images; these have none: {', '.join(missing)}")
+    with torch.no_grad():
+        return extractor.backbone.encode(torch.stack([t.image for t in targets]) * 2 - 1)
 
 
 def png_distance(extractor: FeatureExtractor, path: Path, target: torch.Tensor) -> float:

@@ -13,6 +13,7 @@ FILLS = {  # mandatory values of some options
     ("dataset", "images"): ["dataset.paths=[x.png]"],
     ("dataset", "caption"): ["dataset.captions=[a photo of a dog]"],
     ("dataset", "feature"): ["dataset.path=f.pt"],
+    ("guidance", "self_guided"): ["extractor=unet_block"],  # it matches the UNet's own representation
 }
 
 

@@ -53,6 +53,10 @@ class DiffusionBackbone(nn.Module):
         """Latent z_0 -> image (B, 3, H, W), roughly in [-1, 1], not clamped."""
         raise NotImplementedError
 
+    def encode(self, image: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Image (B, 3, H, W) in [-1, 1] at the model's size -> its latent z_0 (differentiable)."""
+        raise NotImplementedError
+
     def _timesteps(self, z_t: Tensor, t: int) -> Tensor:
         return torch.full((z_t.shape[0],), t, device=z_t.device, dtype=torch.long)
 
@@ -85,6 +89,9 @@ class LatentDiffusion(DiffusionBackbone):
     def decode(self, z0: Tensor) -> Tensor:
         return self.vae.decode(z0 / self.scaling_factor).sample
 
+    def encode(self, image: Tensor) -> Tensor:
+        return self.vae.encode(image).latent_dist.mean * self.scaling_factor  # the posterior's mean
+
 
 class PixelDiffusion(DiffusionBackbone):
     """A pixel-space diffusers UNet2DModel: z_0 is the image itself."""
@@ -102,6 +109,9 @@ class PixelDiffusion(DiffusionBackbone):
     def decode(self, z0: Tensor) -> Tensor:
         # A 1-channel model (e.g. digits) is shown to RGB extractors as a grey image.
         return z0.expand(-1, 3, -1, -1) if z0.shape[1] == 1 else z0
+
+    def encode(self, image: Tensor) -> Tensor:
+        return image.mean(dim=1, keepdim=True) if self.latent_shape[0] == 1 else image
 
 
 def empty_prompt_embedding(text_encoder: CLIPTextModel) -> Tensor:

@@ -6,7 +6,7 @@ class token of ViT-H/14); an intermediate layer is the same analysis one level d
 """
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from torch import Tensor, nn
 
@@ -59,12 +59,29 @@ class _LayerReached(Exception):
         self.output = output
 
 
+def module_output(module: nn.Module, run: Callable[[], object], what: str) -> Tensor:
+    """The (first) tensor `module` outputs while `run()` calls the network it is in; the network
+    stops there, since the rest of it would cost time and memory (and, under guidance, a backward
+    pass) for values that are thrown away."""
+
+    def stop(_module: nn.Module, _inputs: object, output: object) -> None:
+        raise _LayerReached(_first_tensor(output, what))
+
+    handle = module.register_forward_hook(stop)
+    try:
+        run()
+    except _LayerReached as reached:
+        return reached.output
+    finally:
+        handle.remove()
+    raise ExtractorError(f"{what} is not used in the forward pass")
+
+
 class LayerFeatures(nn.Module):
     """A network whose output is one named layer's activation (default: the network's output), pooled.
 
-    The layer is reached with a forward hook, so any architecture works without tracing. The
-    forward stops at that layer: the rest of the network would cost time and memory (and, under
-    guidance, a backward pass) for values that are thrown away.
+    The layer is reached with a forward hook (`module_output`), so any architecture works without
+    tracing, and the forward stops at that layer.
     """
 
     def __init__(self, network: nn.Module, layer: str | None = None, pool: str = "none") -> None:
@@ -80,18 +97,8 @@ class LayerFeatures(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.layer is None:
             return pool_features(_first_tensor(self.network(x), "the network"), self.pool)
-
-        def stop(_module: nn.Module, _inputs: object, output: object) -> None:
-            raise _LayerReached(_first_tensor(output, f"layer '{self.layer}'"))
-
-        handle = self.network.get_submodule(self.layer).register_forward_hook(stop)
-        try:
-            self.network(x)
-        except _LayerReached as reached:
-            return pool_features(reached.output, self.pool)
-        finally:
-            handle.remove()
-        raise ExtractorError(f"layer '{self.layer}' is not used in the forward pass")
+        layer = self.network.get_submodule(self.layer)
+        return pool_features(module_output(layer, lambda: self.network(x), f"layer '{self.layer}'"), self.pool)
 
 
 def _first_tensor(output: object, what: str) -> Tensor:

@@ -138,61 +138,11 @@ def guided_decode(
     that state back as `resume` (with the same generators, models and target) continues the run so
     that it ends exactly as an uninterrupted one.
     """
-    device = target.device
-    batch = len(generators)
-    target = target.float().expand(batch, -1)
     schedule = backbone.schedule
     timesteps = sampler.timesteps(schedule.num_train_timesteps)
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    best = _Best(batch)
-    counts = {"iterations": 0, "unet": 0, "features": 0}
-
-    def score(image: Tensor) -> tuple[Tensor, Tensor]:
-        counts["features"] += 1
-        with autocast:
-            features = extractor(extractor.prepare_generated(image))
-        return squared_distance(features, target), cosine_similarity(features, target)
-
-    def report(
-        step: int,
-        t: int,
-        k: int,
-        phase: str,
-        image: Tensor,
-        distance: Tensor,
-        cosine: Tensor,
-        stats: GuidanceStats | None,
-    ) -> None:
-        best.update(distance, image, t, k, phase)
-        if callback is not None:
-            callback(
-                Evaluation(
-                    counts["iterations"],
-                    step,
-                    t,
-                    k,
-                    phase,
-                    distance.detach().cpu(),
-                    cosine.detach().cpu(),
-                    image.detach(),
-                    best.distance.clone(),
-                    stats,
-                )
-            )
-
-    if resume is None:
-        z, start_step, start_k = initial_noise(generators, backbone.latent_shape, device), 0, 0
-    else:
-        z, start_step, start_k = resume.z.to(device), resume.step, resume.k
-        counts.update(resume.counts)
-        best.load(resume.best, device)
-        for generator, generator_state in zip(generators, resume.generators, strict=True):
-            generator.set_state(generator_state)
-
-    def snapshot(step: int, k: int) -> Callable[[], DecodeState]:
-        return lambda: DecodeState(
-            step, k, z.detach().cpu(), dict(counts), best.state(), [g.get_state() for g in generators]
-        )
+    run = DecodeRun(backbone, extractor, target, generators, dtype, callback)
+    z, start_step, start_k = run.start(resume)
+    device, autocast, score, report = run.device, run.autocast, run.score, run.report
 
     for step, t in enumerate(timesteps):
         if step < start_step:
@@ -201,7 +151,7 @@ def guided_decode(
         abar_t, abar_prev = schedule.abar(t), schedule.abar(t_prev)
         recurrences = guidance.recurrences(step, len(timesteps))
         for k in range(start_k if step == start_step else 0, recurrences):
-            counts["unet"] += 1
+            run.counts["unet"] += 1
             if guidance.enabled:
                 z_in = z.detach().requires_grad_()
                 with torch.enable_grad():
@@ -235,25 +185,109 @@ def guided_decode(
                 z = renoise(z_prev, abar_t, abar_prev, initial_noise(generators, z.shape[1:], device))
             else:
                 z = z_prev
-            counts["iterations"] += 1
+            run.counts["iterations"] += 1
             if on_iteration is not None:
-                on_iteration(snapshot(step, k + 1) if k + 1 < recurrences else snapshot(step + 1, 0))
+                on_iteration(run.snapshot(z, step, k + 1) if k + 1 < recurrences else run.snapshot(z, step + 1, 0))
 
-    with torch.no_grad():
-        with autocast:
-            final_image = backbone.decode(z)
-        final_distance, final_cosine = score(final_image)
-    assert best.image is not None
-    return DecodeResult(
-        final_image=final_image.float(),
-        final_distance=final_distance.cpu(),
-        final_cosine=final_cosine.cpu(),
-        best_image=best.image.float(),
-        best_distance=best.distance,
-        best_t=best.t,
-        best_k=best.k,
-        best_phase=best.phase,
-        guided_iterations=counts["iterations"],
-        unet_evaluations=counts["unet"],
-        feature_evaluations=counts["features"],
-    )
+    return run.result(z)
+
+
+class DecodeRun:
+    """What every decode loop shares: scoring images against the target (Eq. 2), the best image so
+    far, the evaluation callback, the counts, the start (fresh or from a `DecodeState`), snapshots
+    for checkpoints, and the final image's result. The loop itself (which step does what) is the
+    caller's: `guided_decode` (the paper) or `self_guided_decode` (Kadkhodaie et al.)."""
+
+    def __init__(
+        self,
+        backbone: DiffusionBackbone,
+        extractor: FeatureExtractor,
+        target: Tensor,
+        generators: Sequence[torch.Generator],
+        dtype: torch.dtype,
+        callback: Callable[[Evaluation], None] | None,
+    ) -> None:
+        self.backbone, self.extractor, self.generators, self.callback = backbone, extractor, generators, callback
+        self.device = target.device
+        self.target = target.float().expand(len(generators), -1)
+        self.autocast = torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32)
+        self.best = _Best(len(generators))
+        self.counts = {"iterations": 0, "unet": 0, "features": 0}
+
+    def start(self, resume: DecodeState | None) -> tuple[Tensor, int, int]:
+        """The initial z_T, step and k: fresh noise from the generators, or where `resume` stood."""
+        if resume is None:
+            return initial_noise(self.generators, self.backbone.latent_shape, self.device), 0, 0
+        self.counts.update(resume.counts)
+        self.best.load(resume.best, self.device)
+        for generator, generator_state in zip(self.generators, resume.generators, strict=True):
+            generator.set_state(generator_state)
+        return resume.z.to(self.device), resume.step, resume.k
+
+    def score(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 2 (and the cosine) of decoded images against the target, per sample."""
+        self.counts["features"] += 1
+        with self.autocast:
+            features = self.extractor(self.extractor.prepare_generated(image))
+        return squared_distance(features, self.target), cosine_similarity(features, self.target)
+
+    def report(
+        self,
+        step: int,
+        t: int,
+        k: int,
+        phase: str,
+        image: Tensor,
+        distance: Tensor,
+        cosine: Tensor,
+        stats: GuidanceStats | None,
+    ) -> None:
+        self.best.update(distance, image, t, k, phase)
+        if self.callback is not None:
+            self.callback(
+                Evaluation(
+                    self.counts["iterations"],
+                    step,
+                    t,
+                    k,
+                    phase,
+                    distance.detach().cpu(),
+                    cosine.detach().cpu(),
+                    image.detach(),
+                    self.best.distance.clone(),
+                    stats,
+                )
+            )
+
+    def snapshot(self, z: Tensor, step: int, k: int) -> Callable[[], DecodeState]:
+        """A function that takes the state before iteration (step, k), for `on_iteration`."""
+        return lambda: DecodeState(
+            step,
+            k,
+            z.detach().cpu(),
+            dict(self.counts),
+            self.best.state(),
+            [g.get_state() for g in self.generators],
+        )
+
+    def result(self, z: Tensor) -> DecodeResult:
+        """The final image (z decoded) scored, beside the best one."""
+        with torch.no_grad():
+            with self.autocast:
+                final_image = self.backbone.decode(z)
+            final_distance, final_cosine = self.score(final_image)
+        best = self.best
+        assert best.image is not None
+        return DecodeResult(
+            final_image=final_image.float(),
+            final_distance=final_distance.cpu(),
+            final_cosine=final_cosine.cpu(),
+            best_image=best.image.float(),
+            best_distance=best.distance,
+            best_t=best.t,
+            best_k=best.k,
+            best_phase=best.phase,
+            guided_iterations=self.counts["iterations"],
+            unet_evaluations=self.counts["unet"],
+            feature_evaluations=self.counts["features"],
+        )

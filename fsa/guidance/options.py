@@ -1,6 +1,6 @@
 """The guidance's hyper-parameters and K schedule, with no tensor code: what the config schema reads."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fsa.errors import ConfigError
 
@@ -76,3 +76,49 @@ class GuidanceOptions:
 
     def total_iterations(self, num_steps: int) -> int:
         return sum(self.recurrences(i, num_steps) for i in range(num_steps))
+
+    def unguided(self) -> "GuidanceOptions":
+        """The baseline: the same schedule and scoring with w_g = 0."""
+        return replace(self, w_g=0.0)
+
+
+@dataclass(frozen=True)
+class SelfGuidedOptions:
+    """The self-guided stochastic reconstruction of Kadkhodaie et al. (their Algorithms 1 and 2),
+    with no tensor code (`SelfGuidance` adds it).
+
+    At every timestep a matching step moves z_t by gradient descent on ||phi_t(z_t) - phi_t(x_c)||^2
+    (phi_t: the extractor's UNet-block representation at the sample's own t; x_c: the target image)
+    until it converges or `max_iterations` ran, then the sampler's score step removes noise.
+    lr: the matching's step size eta (Algorithm 2: z_t <- z_t - eta grad); it is scaled per sample
+      by ||z_t|| / ||grad|| when `normalise` (the scan leaves the step rule unreadable; see
+      docs/self_guided.md), so that eta is a fraction of the latent's own size.
+    tolerance: stop matching a sample once its distance is at most `tolerance` times the
+      target representation's squared norm (relative squared error).
+    max_iterations: the most matching steps per timestep; 0 turns matching off (the unguided baseline).
+    """
+
+    lr: float = 0.05
+    normalise: bool = True
+    tolerance: float = 1e-3
+    max_iterations: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"guidance.lr must be > 0, got {self.lr}")
+        if self.tolerance < 0:
+            raise ConfigError(f"guidance.tolerance must be >= 0, got {self.tolerance}")
+        if self.max_iterations < 0:
+            raise ConfigError(f"guidance.max_iterations must be >= 0, got {self.max_iterations}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_iterations > 0
+
+    def total_iterations(self, num_steps: int) -> int:
+        """One guided iteration per timestep: a matching step (up to max_iterations) and a score step."""
+        return num_steps
+
+    def unguided(self) -> "SelfGuidedOptions":
+        """The baseline: the same sampler with no matching step."""
+        return replace(self, max_iterations=0)
