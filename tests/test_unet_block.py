@@ -13,8 +13,7 @@ from fsa.data.digits import digits_images
 from fsa.diffusion.backbones import build_tiny_latent_diffusion, load_pixel_diffusion
 from fsa.diffusion.samplers import DDIMSampler
 from fsa.errors import ConfigError, ExtractorError
-from fsa.extractors.layers import module_output
-from fsa.extractors.unet_block import BlockMeans, UNetBlockExtractor, block_names
+from fsa.extractors.unet_block import UNetBlockExtractor, block_means, block_names, check_blocks
 from fsa.guidance.self_guided import SelfGuidance, self_guided_decode
 
 
@@ -31,7 +30,7 @@ def test_blocks_are_named_in_the_order_the_input_meets_them_and_a_wrong_name_lis
     assert names == [*(f"down_blocks.{i}" for i in range(3)), "mid_block", *(f"up_blocks.{i}" for i in range(3))]
     for wrong in ("middle", "up_blocks.3"):  # a misspelt block, and one this model does not have
         with pytest.raises(ExtractorError, match="its blocks: down_blocks.0, .*mid_block, .*up_blocks.2$"):
-            BlockMeans(backbone, wrong)
+            check_blocks(backbone, [wrong])
 
 
 def test_phi_is_the_noise_averaged_spatial_mean_of_the_block_output(digits):
@@ -59,7 +58,7 @@ def test_an_encoder_block_never_runs_the_decoder(digits):
     calls = []
     handle = backbone.unet.conv_out.register_forward_hook(lambda *_: calls.append(1))
     try:
-        module_output(backbone.unet.mid_block, lambda: backbone.predict_noise(images[:1], 10), "mid_block")
+        block_means(backbone, images[:1], 10, ["down_blocks.1", "mid_block"])
         assert calls == []
         backbone.predict_noise(images[:1], 10)
         assert calls == [1]

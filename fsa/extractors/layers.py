@@ -6,7 +6,7 @@ class token of ViT-H/14); an intermediate layer is the same analysis one level d
 """
 
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from torch import Tensor, nn
 
@@ -59,28 +59,35 @@ class _LayerReached(Exception):
         self.output = output
 
 
-def module_output(module: nn.Module, run: Callable[[], object], what: str) -> Tensor:
-    """The (first) tensor `module` outputs while `run()` calls the network it is in; the network
-    stops there, since the rest of it would cost time and memory (and, under guidance, a backward
-    pass) for values that are thrown away."""
+def module_outputs(modules: Sequence[nn.Module], run: Callable[[], object], what: str) -> list[Tensor]:
+    """The (first) tensor each of `modules` outputs while `run()` calls the network they are in; the
+    network stops once all have run, since the rest of it would cost time and memory (and, under
+    guidance, a backward pass) for values that are thrown away."""
+    outputs: dict[int, Tensor] = {}
 
-    def stop(_module: nn.Module, _inputs: object, output: object) -> None:
-        raise _LayerReached(_first_tensor(output, what))
+    def keep(index: int) -> Callable[[nn.Module, object, object], None]:
+        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+            outputs[index] = _first_tensor(output, what)
+            if len(outputs) == len(modules):
+                raise _LayerReached(output=outputs[index])
 
-    handle = module.register_forward_hook(stop)
+        return hook
+
+    handles = [module.register_forward_hook(keep(i)) for i, module in enumerate(modules)]
     try:
         run()
-    except _LayerReached as reached:
-        return reached.output
+    except _LayerReached:
+        return [outputs[i] for i in range(len(modules))]
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     raise ExtractorError(f"{what} is not used in the forward pass")
 
 
 class LayerFeatures(nn.Module):
     """A network whose output is one named layer's activation (default: the network's output), pooled.
 
-    The layer is reached with a forward hook (`module_output`), so any architecture works without
+    The layer is reached with a forward hook (`module_outputs`), so any architecture works without
     tracing, and the forward stops at that layer.
     """
 
@@ -98,7 +105,8 @@ class LayerFeatures(nn.Module):
         if self.layer is None:
             return pool_features(_first_tensor(self.network(x), "the network"), self.pool)
         layer = self.network.get_submodule(self.layer)
-        return pool_features(module_output(layer, lambda: self.network(x), f"layer '{self.layer}'"), self.pool)
+        (output,) = module_outputs([layer], lambda: self.network(x), f"layer '{self.layer}'")
+        return pool_features(output, self.pool)
 
 
 def _first_tensor(output: object, what: str) -> Tensor:

@@ -9,13 +9,15 @@ scale sqrt(abar_t)). The expectation is a mean over `noise_samples` fixed noise 
 every image (common random numbers): phi is a deterministic, differentiable function of x.
 """
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
 from fsa.diffusion.backbones import DiffusionBackbone, LatentDiffusion
 from fsa.errors import ExtractorError
 from fsa.extractors.base import FeatureExtractor
-from fsa.extractors.layers import module_output
+from fsa.extractors.layers import module_outputs
 
 SIGNED_MEAN, SIGNED_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # normalised input = the image in [-1, 1]
 
@@ -28,29 +30,36 @@ def block_names(unet: nn.Module) -> list[str]:
     return names + [f"up_blocks.{i}" for i in range(len(getattr(unet, "up_blocks", [])))]
 
 
-class BlockMeans(nn.Module):
-    """a(z_t, t): the spatial means (B, C) of one UNet block's output channels for the noisy z_t at t.
-
-    The forward stops after the block: an encoder or middle block never runs the decoder, so a
-    gradient through it costs the first half of the network only (the paper's matching step)."""
-
-    def __init__(self, backbone: DiffusionBackbone, block: str = "mid_block") -> None:
-        super().__init__()
-        unet = getattr(backbone, "unet", None)
-        names = block_names(unet) if unet is not None else []
-        if not names:
-            raise ExtractorError(f"model '{backbone.name}' has no UNet blocks to read a representation from")
+def check_blocks(backbone: DiffusionBackbone, blocks: Sequence[str]) -> None:
+    """Each name must be a block of the backbone's UNet; the error lists the blocks it has."""
+    unet = getattr(backbone, "unet", None)
+    names = block_names(unet) if unet is not None else []
+    if not names:
+        raise ExtractorError(f"model '{backbone.name}' has no UNet blocks to read a representation from")
+    for block in blocks:
         if block not in names:
             raise ExtractorError(
                 f"{type(unet).__name__} of model '{backbone.name}' has no block '{block}'; "
                 f"its blocks: {', '.join(names)}"
             )
-        self.backbone, self.block = backbone, block
 
-    def forward(self, z_t: Tensor, t: int) -> Tensor:
-        module = self.backbone.unet.get_submodule(self.block)
-        output = module_output(module, lambda: self.backbone.predict_noise(z_t, t), f"block '{self.block}'")
-        return output.float().mean(dim=(2, 3))
+
+def block_means(backbone: DiffusionBackbone, z_t: Tensor, t: int, blocks: Sequence[str]) -> list[Tensor]:
+    """a(z_t, t) for each block: the spatial means (B, C_block) of its output channels for the noisy
+    z_t at t. The forward stops after the last of them: an encoder or middle block never runs the
+    decoder, so a gradient through it costs the first half of the network only (the matching step)."""
+    modules = [backbone.unet.get_submodule(block) for block in blocks]
+    outputs = module_outputs(modules, lambda: backbone.predict_noise(z_t, t), f"block(s) {', '.join(blocks)}")
+    return [output.float().mean(dim=(2, 3)) for output in outputs]
+
+
+def represent(backbone: DiffusionBackbone, z0: Tensor, t: int, noise: Tensor, blocks: Sequence[str]) -> list[Tensor]:
+    """phi_t of clean latents z0 (B, C, H, W) for each block: the block means of z0 noised with each
+    draw of `noise` (N, C, H, W) at t, averaged over the draws (B, C_block)."""
+    abar = backbone.schedule.abar(t)
+    noisy = abar**0.5 * z0[:, None] + (1 - abar) ** 0.5 * noise.to(z0.dtype)[None]  # (B, N, C, H, W)
+    means = block_means(backbone, noisy.flatten(0, 1), t, blocks)
+    return [m.view(len(z0), len(noise), -1).mean(dim=1) for m in means]
 
 
 class UNetBlockExtractor(FeatureExtractor):
@@ -79,8 +88,8 @@ class UNetBlockExtractor(FeatureExtractor):
         channels, size, _ = model.latent_shape
         pixels = size * model.vae_factor if isinstance(model, LatentDiffusion) else size
         super().__init__(name or f"{model.name}:{block}@t{timestep}", pixels, SIGNED_MEAN, SIGNED_STD)
-        self.means = BlockMeans(model, block)
-        self.backbone, self.timestep = model, timestep
+        check_blocks(model, [block])
+        self.backbone, self.block, self.timestep = model, block, timestep
         generator = torch.Generator().manual_seed(noise_seed)
         self.register_buffer("noise", torch.randn((noise_samples, channels, size, size), generator=generator))
         self.freeze()
@@ -90,9 +99,9 @@ class UNetBlockExtractor(FeatureExtractor):
         return self.represent(self.backbone.encode(x), self.timestep)
 
     def represent(self, z0: Tensor, t: int) -> Tensor:
-        """phi_t of clean latents z0 (B, C, H, W): the block means of each noised copy, averaged (B, C)."""
-        abar = self.backbone.schedule.abar(t)
-        noise = self.noise.to(z0.dtype)
-        noisy = abar**0.5 * z0[:, None] + (1 - abar) ** 0.5 * noise[None]  # (B, N, C, H, W)
-        means = self.means(noisy.flatten(0, 1), t)
-        return means.view(len(z0), len(noise), -1).mean(dim=1)
+        """phi_t of clean latents z0 (B, C, H, W), with the extractor's fixed noise draws (B, C)."""
+        return represent(self.backbone, z0, t, self.noise, [self.block])[0]
+
+    def means(self, z_t: Tensor, t: int) -> Tensor:
+        """a(z_t, t) of already noisy latents (the self-guided matching step's own representation)."""
+        return block_means(self.backbone, z_t, t, [self.block])[0]
