@@ -12,7 +12,7 @@ import importlib
 import inspect
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -21,12 +21,14 @@ from fsa import ASSETS_DIR, default_data_dir
 from fsa.embedding.options import EmbedOptions
 from fsa.errors import ConfigError
 from fsa.guidance.options import GuidanceOptions, SelfGuidedOptions
+from fsa.representation.options import RepresentOptions
 from fsa.speed import DTYPE_NAMES, SpeedOptions
 
 # This module loads no ML stack (torch, diffusers, ...): `fsa --help` and a rejected override stay fast.
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
 BASELINE_NAMES = ("unguided", "printed_sign")
-TASKS = ("guide", "embed")
+TASKS = ("guide", "embed", "represent")
+T = TypeVar("T")
 
 
 def _schema_of(cls: type, name: str, target: str | None = None) -> type:
@@ -58,7 +60,7 @@ class LoggerConfig:
 
 @dataclass
 class FsaConfig:
-    task: Any = None  # {name: guide} or {name: embed, ...EmbedOptions}
+    task: Any = None  # {name: guide}, {name: embed, ...EmbedOptions} or {name: represent, ...RepresentOptions}
     model: Any = None
     sampler: Any = None
     guidance: Any = None  # typed by its option's schema (GUIDANCE_SCHEMAS)
@@ -131,13 +133,24 @@ def check_keys(cfg: DictConfig) -> None:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; `fsa --help` lists the groups and keys")
 
 
-def embed_options(cfg: DictConfig) -> EmbedOptions:
-    """`task=embed`'s settings, checked: an unknown key or a bad value is a ConfigError."""
+def _task_options(cfg: DictConfig, options: type[T]) -> T:
+    """The task's settings as its options dataclass, checked: an unknown key or a bad value is a ConfigError."""
     values = {str(k): v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
     try:
-        return EmbedOptions(**values)
+        return options(**values)
     except TypeError as error:
-        raise ConfigError(f"task: {error}; the keys of task=embed are in fsa/conf/task/embed.yaml") from error
+        name = cfg.task.name
+        raise ConfigError(f"task: {error}; the keys of task={name} are in fsa/conf/task/{name}.yaml") from error
+
+
+def embed_options(cfg: DictConfig) -> EmbedOptions:
+    """`task=embed`'s settings, checked."""
+    return _task_options(cfg, EmbedOptions)
+
+
+def represent_options(cfg: DictConfig) -> RepresentOptions:
+    """`task=represent`'s settings, checked."""
+    return _task_options(cfg, RepresentOptions)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -145,9 +158,11 @@ def validate(cfg: DictConfig) -> None:
     check_keys(cfg)
     name = (cfg.get("task") or {}).get("name")
     if name not in TASKS:
-        raise ConfigError(f"task must be one of {TASKS} (task=guide or task=embed), got '{name}'")
+        raise ConfigError(f"task must be one of {TASKS} (task=guide, task=embed or task=represent), got '{name}'")
     if name == "embed":
         embed_options(cfg)
+    if name == "represent":
+        represent_options(cfg)
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     if cfg.checkpoint_every < 0:

@@ -30,12 +30,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
 
 from fsa.config import embed_options
+from fsa.data.targets import target_latents
 from fsa.diffusion.backbones import DiffusionBackbone, PixelDiffusion, load_pixel_diffusion
 from fsa.diffusion.samplers import strided_timesteps
 from fsa.embedding import analysis, ddim, networks
@@ -54,23 +54,6 @@ FACTORS = [-8.0, -4.0, 0.0, 4.0, 8.0]  # moves along a unit principal component,
 def picture(image: Tensor) -> Image.Image:
     """(C, H, W) in about [-1, 1] -> an RGB picture, as a PNG of it would be."""
     return Image.fromarray(to_uint8(image.expand(3, -1, -1) if image.shape[0] == 1 else image))
-
-
-def model_images(targets: list[Any], backbone: DiffusionBackbone) -> Tensor:
-    """The targets' actual images in the model's space: its channels and size, in [-1, 1]."""
-    channels, size, _ = backbone.latent_shape
-    missing = [t.name for t in targets if t.image is None]
-    if missing:
-        raise ConfigError(f"task=embed needs images, and these targets have none: {', '.join(missing)}")
-    images = torch.stack([t.image for t in targets])  # (N, 3, S, S) in [0, 1]
-    if channels == 1:
-        images = images.mean(1, keepdim=True)
-    elif channels != 3:
-        raise ConfigError(f"task=embed: the model has {channels} channels; images have 1 or 3")
-    if images.shape[-1] != size:
-        log.warning("images are %d px, the model makes %d px: resized (bilinear)", images.shape[-1], size)
-        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return images * 2 - 1
 
 
 def mse01(made: Tensor, images: Tensor) -> Tensor:
@@ -271,7 +254,7 @@ def _embed(
     backbone = backbone.to(device)
     extractor = build(cfg.extractor).to(device)  # the dataset computes features as it loads; embed uses images
     targets = build(cfg.dataset).load(extractor)[: cfg.max_targets][: options.images]
-    images = model_images(targets, backbone).to(device)
+    images = target_latents(targets, backbone, "task=embed")
     timesteps = strided_timesteps(backbone.schedule.num_train_timesteps, options.num_steps)
     embedder = Embedder(backbone, options, timesteps, cfg.seed, units)
     out = folder.embedding_dir

@@ -24,10 +24,10 @@ from PIL import Image
 
 import fsa
 from fsa.config import resolved_container, validate
-from fsa.data.targets import Target
+from fsa.data.targets import Target, target_latents
 from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.diffusion.samplers import Sampler
-from fsa.errors import ConfigError, FsaError, Interrupted
+from fsa.errors import FsaError, Interrupted
 from fsa.evaluation import comparison_table, entropy, mean_pairwise_distance, proof_figures, variant_figures
 from fsa.extractors.base import FeatureExtractor
 from fsa.guidance.decoder import DecodeResult, DecodeState, Evaluation, guided_decode
@@ -88,6 +88,12 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
             from fsa.embed_job import embed
 
             summary = embed(cfg, folder, build, resolve_device(cfg.device), config, group, name)
+            folder.complete(summary)
+            return summary
+        if cfg.task.name == "represent":  # what the UNet's own block representations keep
+            from fsa.represent_job import represent_task
+
+            summary = represent_task(cfg, folder, build, resolve_device(cfg.device), config, group, name)
             folder.complete(summary)
             return summary
         sampler: Sampler = build(cfg.sampler)
@@ -362,7 +368,7 @@ class _Job:
                     ),
                 }
                 if isinstance(guidance, SelfGuidance):  # Kadkhodaie et al.: matches the targets' own images
-                    latent = target_latents(self.extractor, [s.target for s in batch]).to(self.device)
+                    latent = target_latents([s.target for s in batch], self.extractor.backbone, "guidance=self_guided")
                     result = self_guided_decode(
                         self.backbone, self.sampler, guidance, self.extractor, target_latent=latent, **common
                     )
@@ -412,15 +418,6 @@ class _Job:
                 )
             )
         return records
-
-
-def target_latents(extractor: FeatureExtractor, targets: list[Target]) -> torch.Tensor:
-    """The targets' images in the extractor's diffusion model's space (self-guided decoding)."""
-    missing = [t.name for t in targets if t.image is None]
-    if missing:
-        raise ConfigError(f"guidance=self_guided needs target images; these have none: {', '.join(missing)}")
-    with torch.no_grad():
-        return extractor.backbone.encode(torch.stack([t.image for t in targets]) * 2 - 1)
 
 
 def png_distance(extractor: FeatureExtractor, path: Path, target: torch.Tensor) -> float:

@@ -11,10 +11,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fsa"
 LAYERS = (
     ("fsa", "fsa.errors", "fsa.hub", "fsa.weights"),
     ("fsa.diffusion", "fsa.extractors"),  # the networks, and how images reach an extractor
-    ("fsa.data", "fsa.guidance", "fsa.embedding"),  # targets; Algorithm 1; seeds of an image (pure)
+    ("fsa.data", "fsa.guidance", "fsa.embedding", "fsa.representation"),  # targets; Algorithm 1; seeds; phi (pure)
     ("fsa.tracking", "fsa.speed", "fsa.evaluation"),  # run folder, checkpoints, listeners; options; figures
     ("fsa.config",),
-    ("fsa.runner", "fsa.embed_job"),
+    ("fsa.runner", "fsa.embed_job", "fsa.represent_job"),
     ("fsa.cli", "fsa.report", "fsa.download", "fsa.__main__"),
 )
 

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from fsa.data import paper15
 from fsa.errors import ExtractorError as _FsaExtractorError
 from fsa.errors import FsaError
 from fsa.extractors.base import ExtractorError, FeatureExtractor
+
+if TYPE_CHECKING:
+    from fsa.diffusion.backbones import DiffusionBackbone
 
 logger = logging.getLogger("fsa.data")
 
@@ -372,3 +376,22 @@ class FeatureTargets:
             return [_make_target(stem, data, None, str(self.path), self.transform)]
         rows = data[: self.limit]
         return [_make_target(f"{stem}[{i}]", row, None, str(self.path), self.transform) for i, row in enumerate(rows)]
+
+
+def target_latents(targets: Sequence[Target], backbone: "DiffusionBackbone", purpose: str) -> Tensor:
+    """The targets' actual images as the model's clean latents z_0 (N, C, H, W): resized to the
+    model's image size (bilinear, with a warning), in [-1, 1], encoded (a pixel model takes its
+    channels, a latent model its VAE's posterior mean). `purpose` names the user of them in errors."""
+    missing = [t.name for t in targets if t.image is None]
+    if missing:
+        raise TargetError(f"{purpose} needs target images; these targets have none: {', '.join(missing)}")
+    images = torch.stack([t.image for t in targets])  # (N, 3, S, S) in [0, 1]
+    size = backbone.image_size
+    if images.shape[-1] != size:
+        logger.warning("images are %d px, the model makes %d px: resized (bilinear)", images.shape[-1], size)
+        images = torch.nn.functional.interpolate(
+            images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+    device = next(backbone.parameters()).device
+    with torch.no_grad():
+        return backbone.encode(images.to(device) * 2 - 1)

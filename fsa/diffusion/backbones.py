@@ -57,6 +57,11 @@ class DiffusionBackbone(nn.Module):
         """Image (B, 3, H, W) in [-1, 1] at the model's size -> its latent z_0 (differentiable)."""
         raise NotImplementedError
 
+    @property
+    def image_size(self) -> int:
+        """The side of the images it makes, in pixels (the latent's side times the VAE's factor)."""
+        return self.latent_shape[1] * getattr(self, "vae_factor", 1)
+
     def _timesteps(self, z_t: Tensor, t: int) -> Tensor:
         return torch.full((z_t.shape[0],), t, device=z_t.device, dtype=torch.long)
 

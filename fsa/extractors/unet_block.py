@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from fsa.diffusion.backbones import DiffusionBackbone, LatentDiffusion
+from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.errors import ExtractorError
 from fsa.extractors.base import FeatureExtractor
 from fsa.extractors.layers import module_outputs
@@ -85,13 +85,11 @@ class UNetBlockExtractor(FeatureExtractor):
             )
         if noise_samples < 1:
             raise ExtractorError(f"extractor.noise_samples must be >= 1, got {noise_samples}")
-        channels, size, _ = model.latent_shape
-        pixels = size * model.vae_factor if isinstance(model, LatentDiffusion) else size
-        super().__init__(name or f"{model.name}:{block}@t{timestep}", pixels, SIGNED_MEAN, SIGNED_STD)
+        super().__init__(name or f"{model.name}:{block}@t{timestep}", model.image_size, SIGNED_MEAN, SIGNED_STD)
         check_blocks(model, [block])
         self.backbone, self.block, self.timestep = model, block, timestep
         generator = torch.Generator().manual_seed(noise_seed)
-        self.register_buffer("noise", torch.randn((noise_samples, channels, size, size), generator=generator))
+        self.register_buffer("noise", torch.randn((noise_samples, *model.latent_shape), generator=generator))
         self.freeze()
 
     def features(self, x: Tensor) -> Tensor:

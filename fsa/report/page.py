@@ -84,6 +84,16 @@ def runs_overview(runs: Sequence[Run], keys: Sequence[str]) -> str:
     return f"<table><thead><tr>{head}<th>message</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+TASK_TABLES = {  # the tables a task's run shows on the page, with their captions
+    "embed": {"methods.csv": "reconstruction MSE per method ([0, 1] pixel units)"},
+    "represent": {
+        "neighbours.csv": "nearest-neighbour class agreement per representation and noise level",
+        "sparsity.csv": "participation ratio of phi_t over its channels, as a fraction of them (lower: sparser)",
+        "stability.csv": "cosine of phi_t to phi at the reference noise level",
+    },
+}
+
+
 def run_details(run: Run, keys: Sequence[str]) -> str:
     """One run: its overview picture, its overrides and its resolved config."""
     parts = [f"<details><summary>{html.escape(run.name)}: {state_html(run)}</summary>"]
@@ -95,13 +105,16 @@ def run_details(run: Run, keys: Sequence[str]) -> str:
             "<figcaption>targets (rows) against the best and final image of each sample, and the "
             "baselines' for the same seeds</figcaption></figure>"
         )
-    if run.folder.embedding_dir.is_dir():  # task=embed: its tables and figures
-        methods = run.folder.embedding_dir / "methods.csv"
-        if methods.exists():
-            parts.append(
-                "<p>reconstruction MSE per method ([0, 1] pixel units):</p>" + table_html(pd.read_csv(methods))
-            )
-        for png in sorted(run.folder.embedding_dir.glob("*.png")):
+    for folder, tables in (
+        (run.folder.embedding_dir, TASK_TABLES["embed"]),
+        (run.folder.representation_dir, TASK_TABLES["represent"]),
+    ):
+        if not folder.is_dir():  # task=embed or task=represent: its tables and figures
+            continue
+        for file, caption in tables.items():
+            if (folder / file).exists():
+                parts.append(f"<p>{html.escape(caption)}:</p>" + table_html(pd.read_csv(folder / file)))
+        for png in sorted(folder.glob("*.png")):
             parts.append(
                 f'<figure><img src="{embed(png)}" alt="{html.escape(png.stem)}">'
                 f"<figcaption>{html.escape(png.stem.replace('_', ' '))}</figcaption></figure>"

@@ -51,6 +51,7 @@ log = logging.getLogger("fsa")
 STATUS, LOCK, CONFIG, OVERRIDES, LOG = "status.json", "run.lock", "config.yaml", "overrides.yaml", "fsa.log"
 SUMMARY, FAILURE, CHECKPOINT, OVERVIEW = "summary.json", "failure.json", "checkpoint.pt", "overview.png"
 EMBEDDING = "embedding"  # task=embed's tables and figures
+REPRESENTATION = "representation"  # task=represent's
 EVALUATIONS, GRADIENTS, IMAGES, BASELINES, SUPERSEDED = (
     "evaluations.csv",
     "gradients.pt",
@@ -214,6 +215,10 @@ class RunFolder:
     @property
     def embedding_dir(self) -> Path:
         return self.root / EMBEDDING
+
+    @property
+    def representation_dir(self) -> Path:
+        return self.root / REPRESENTATION
 
     # ------------------------------------------------------------------ reading
 
