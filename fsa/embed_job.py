@@ -43,7 +43,7 @@ from fsa.embedding.options import EmbedOptions
 from fsa.errors import ConfigError
 from fsa.tracking.checkpoint import Checkpoints
 from fsa.tracking.local import to_uint8
-from fsa.tracking.overview import draw_grid
+from fsa.tracking.overview import OKABE_ITO, draw_grid
 from fsa.tracking.run_folder import RunFolder, comparable
 from fsa.tracking.wandb_logger import resolve_mode, start_run
 
@@ -406,7 +406,7 @@ def cloud_analysis(
 
     # The spectrum, and the images along the two major and two minor components.
     plot, axes = plt.subplots(figsize=(5, 3.4))
-    axes.semilogy(range(1, len(principal.variances) + 1), principal.variances.numpy(), "o-", color="#0072B2", ms=3)
+    axes.semilogy(range(1, len(principal.variances) + 1), principal.variances.numpy(), "o-", color=OKABE_ITO[0], ms=3)
     axes.set_xlabel("principal component of the cloud")
     axes.set_ylabel("variance")
     axes.set_title(f"PCA of {len(seeds)} seeds of one image (at most {len(seeds) - 1} components)")

@@ -38,13 +38,12 @@ from fsa.errors import ConfigError
 from fsa.extractors.unet_block import block_names, check_blocks, represent
 from fsa.representation.measures import neighbour_agreement, participation_fraction, row_cosine
 from fsa.representation.options import RepresentOptions
-from fsa.tracking.overview import draw_grid
+from fsa.tracking.overview import OKABE_ITO, draw_grid
 from fsa.tracking.run_folder import RunFolder
 from fsa.tracking.wandb_logger import resolve_mode, start_run
 
 log = logging.getLogger("fsa")
 CHUNK = 64  # images per forward pass (times the noise draws)
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 SHOWN = 6  # query images in the overview's nearest-neighbour grid
 
 
@@ -110,13 +109,7 @@ def _represent(
         options.noise_samples,
     )
 
-    phi: dict[int, list[Tensor]] = {}  # t -> per block (N, C_block)
-    with torch.no_grad():
-        for t in levels:
-            chunks = [
-                represent(backbone, z0[i : i + CHUNK], t, noise.to(device), blocks) for i in range(0, len(z0), CHUNK)
-            ]
-            phi[t] = [torch.cat([c[b] for c in chunks]).cpu() for b in range(len(blocks))]
+    phi = phi_by_level(backbone, z0, levels, noise.to(device), blocks)
 
     columns = [f"t={t}" for t in levels]
     sparsity = pd.DataFrame(
@@ -187,6 +180,18 @@ def _represent(
     return summary
 
 
+@torch.no_grad()
+def phi_by_level(
+    backbone: DiffusionBackbone, z0: Tensor, levels: list[int], noise: Tensor, blocks: list[str]
+) -> dict[int, list[Tensor]]:
+    """phi_t of every image for each level t and block: {t: [(N, C_block) per block]}, on the CPU."""
+    phi = {}
+    for t in levels:
+        chunks = [represent(backbone, z0[i : i + CHUNK], t, noise, blocks) for i in range(0, len(z0), CHUNK)]
+        phi[t] = [torch.cat([chunk[b] for chunk in chunks]).cpu() for b in range(len(blocks))]
+    return phi
+
+
 def plot_by_level(
     table: pd.DataFrame, ylabel: str, title: str, path: Path, lines: dict[str, float] | None = None
 ) -> None:
@@ -194,12 +199,12 @@ def plot_by_level(
     levels = [int(c.removeprefix("t=")) for c in table.columns]
     figure, axes = plt.subplots(figsize=(6, 3.6))
     for i, (name, row) in enumerate(table.iterrows()):
-        axes.plot(levels, row.to_numpy(), "o-", ms=3, color=PALETTE[i % len(PALETTE)], label=str(name))
+        axes.plot(levels, row.to_numpy(), "o-", ms=3, color=OKABE_ITO[i % len(OKABE_ITO)], label=str(name))
     for j, (name, value) in enumerate((lines or {}).items()):
         axes.axhline(
             value,
             ls=":" if name == "chance" else "--",
-            color="#555555" if name == "chance" else PALETTE[-1 - j],
+            color="#555555" if name == "chance" else OKABE_ITO[-1 - j],
             label=f"{name} ({value:.2f})",
         )
     axes.set_xlabel("noise level t")

@@ -5,6 +5,7 @@ files and states belong to `fsa.tracking.run_folder`, checkpoints to `fsa.tracki
 algorithm to `fsa.guidance.decoder.guided_decode`; this module only puts them in order.
 """
 
+import importlib
 import logging
 import os
 import platform
@@ -50,6 +51,12 @@ BASELINES = {
     "unguided": lambda g: g.unguided(),
     "printed_sign": lambda g: replace(g, direction="ascend"),  # eps - w_g g, as the paper prints Eq. 3
 }
+# The tasks other than the paper's guidance: each a function (cfg, folder, build, device, config,
+# W&B group, W&B name) -> summary, imported when run.
+TASK_JOBS = {
+    "embed": "fsa.embed_job:embed",  # from images back to the DDIM generator's seeds (Asperti et al.)
+    "represent": "fsa.represent_job:represent_task",  # what the UNet's own block representations keep
+}
 LIBRARIES = ("torch", "torchvision", "diffusers", "transformers", "open_clip_torch", "timm", "numpy", "hydra-core")
 
 
@@ -84,16 +91,10 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
     with folder.log_file():
         # 2. Every value and the checkpoint checked, before any model loads.
         validate(cfg)
-        if cfg.task.name == "embed":  # from images back to seeds: its own job, in the same folder
-            from fsa.embed_job import embed
-
-            summary = embed(cfg, folder, build, resolve_device(cfg.device), config, group, name)
-            folder.complete(summary)
-            return summary
-        if cfg.task.name == "represent":  # what the UNet's own block representations keep
-            from fsa.represent_job import represent_task
-
-            summary = represent_task(cfg, folder, build, resolve_device(cfg.device), config, group, name)
+        if cfg.task.name in TASK_JOBS:  # a companion analysis: its own job, in the same folder
+            module, function = TASK_JOBS[cfg.task.name].split(":")
+            job = getattr(importlib.import_module(module), function)
+            summary = job(cfg, folder, build, resolve_device(cfg.device), config, group, name)
             folder.complete(summary)
             return summary
         sampler: Sampler = build(cfg.sampler)

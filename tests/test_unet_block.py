@@ -143,29 +143,60 @@ def test_bad_self_guided_settings_are_refused_before_any_model_loads(overrides, 
         build(compose_config(overrides).guidance)
 
 
-SELF_GUIDED = [  # CI size: 3 digits x 3 seeds, DDIM 20, about 20 s here; printed_sign does not apply
+SELF_GUIDED = [  # CI size: 2 digits x 8 seeds, DDIM 20, about 20 s here; printed_sign does not apply
     "extractor=unet_block",
     "guidance=self_guided",
     "sampler.num_steps=20",
-    "max_targets=3",
+    "max_targets=2",
+    "batch_size=8",
     "logger.mode=disabled",
     "progress=false",
     "device=cpu",
 ]
 
 
-@pytest.mark.slow
-def test_self_guided_reconstructions_keep_the_class_and_beat_unguided_samples(tmp_path):
+@pytest.fixture(scope="module")
+def self_guided_run(tmp_path_factory):
     from fsa.runner import run
 
-    summary = run(compose_config(SELF_GUIDED, tmp_path), tmp_path)
-    assert json.loads((tmp_path / "status.json").read_text())["state"] == "complete"
+    out = tmp_path_factory.mktemp("self_guided")
+    return out, run(compose_config(SELF_GUIDED, out), out)
+
+
+def test_self_guided_reconstructions_keep_the_class_and_beat_unguided_samples(self_guided_run):
+    """Measured at this size: best distance 1.9 vs 21 unguided, final oracle agreement 0.88 vs 0.06."""
+    out, summary = self_guided_run
+    assert json.loads((out / "status.json").read_text())["state"] == "complete"
     assert summary["guided_iterations_per_sample"] == 20
     assert list(summary["baselines"]) == ["unguided"]  # printed_sign (the default's) is skipped: no Eq. 3
     unguided = summary["baselines"]["unguided"]
     assert summary["mean_best_distance"] < unguided["mean_best_distance"] / 5
     proof = summary["proof"]
-    assert proof["final_oracle_agreement"]["guided"] >= 0.75 > 0.5 > proof["final_oracle_agreement"]["unguided"]
+    assert proof["final_oracle_agreement"]["guided"] >= 0.6 > 0.4 > proof["final_oracle_agreement"]["unguided"]
+
+
+def test_eight_seeds_per_target_make_the_papers_fig_7_panels(self_guided_run):
+    from fsa.report.command import main
+    from fsa.report.layouts import RING, ring_panels
+    from fsa.report.runs import load_run
+    from fsa.tracking.run_folder import GUIDED
+
+    out, summary = self_guided_run
+    run = load_run(out)
+    table = ring_panels(run, "fig 7")
+    assert table is not None and [label for label, _ in table.rows] == ["fsa", "unguided"]
+    assert table.columns == [summary["samples"][0]["target"], summary["samples"][RING]["target"]]
+    for variant, panels in zip([GUIDED, "unguided"], (p for _, p in table.rows), strict=True):
+        records = run.samples(variant)
+        for t, panel in enumerate(panels):
+            mine = [r for r in records if r.target_index == t]
+            assert panel.target.image == run.folder.target_image(GUIDED, t, mine[0].target)
+            assert [c.image for c in panel.around] == [run.folder.path(r.final_image) for r in mine]
+            agreeing = sum(r.final_oracle_class == r.target_label for r in mine)
+            mean = sum(r.final_distance for r in mine) / RING
+            assert panel.caption == f"oracle {agreeing}/{RING}, mean distance {mean:.3g}"
+    assert main([str(out), "--out", str(out / "report")]) == 0
+    assert len(list((out / "report" / "figures").glob("panels_*.png"))) == 1
 
 
 def test_participation_and_neighbour_agreement_on_known_answers():

@@ -98,10 +98,10 @@ class SelfGuidedOptions:
     max_iterations: the most matching steps per timestep; 0 turns matching off (the unguided baseline).
     """
 
-    lr: float = 0.05
+    lr: float = 0.01
     normalise: bool = True
     tolerance: float = 1e-3
-    max_iterations: int = 10
+    max_iterations: int = 20
 
     def __post_init__(self) -> None:
         if not self.lr > 0:

@@ -17,8 +17,16 @@ from typing import Any
 
 import pandas as pd
 
-from fsa.report.figures import Figure, load_gradients, plot_boxplot, plot_curves, plot_gradients, plot_image_table
-from fsa.report.layouts import best_with_baselines, by_swept_value, final_and_best
+from fsa.report.figures import (
+    Figure,
+    load_gradients,
+    plot_boxplot,
+    plot_curves,
+    plot_gradients,
+    plot_image_table,
+    plot_panels,
+)
+from fsa.report.layouts import best_with_baselines, by_swept_value, final_and_best, ring_panels
 from fsa.report.page import write_page
 from fsa.report.runs import (
     STATES,
@@ -125,6 +133,10 @@ def run_figures(run: Run, keys: Sequence[str], out: Path) -> list[Figure]:
         if layout is not None:
             path = plot_image_table(layout, out / f"best_{label}.png")
             figures.append(Figure(path, "best", layout.title, "Figs. 5-7"))
+        panels = ring_panels(run, f"{title}: eight samples per target")
+        if panels is not None:
+            path = plot_panels(panels, out / f"panels_{label}.png")
+            figures.append(Figure(path, "panels", panels.title, "Kadkhodaie et al., Fig. 7"))
     curves = plot_curves(title, read_evaluations(run.folder.evaluations_file()), out / f"curves_{label}.png")
     if curves is not None:
         figures.append(Figure(curves, "curves", f"{title}: distance per guided iteration", ""))
@@ -146,7 +158,7 @@ def gradient_figure(runs: Sequence[Run], keys: Sequence[str], out: Path) -> list
 def figure_lines(figures: Sequence[Figure], out: Path) -> list[str]:
     """One printed line per kind of figure, naming the first few."""
     lines = []
-    for kind in ("sweep", "boxplot", "gradients", "runs", "best", "curves"):
+    for kind in ("sweep", "boxplot", "gradients", "runs", "best", "panels", "curves"):
         made = [f for f in figures if f.kind == kind]
         if made:
             names = ", ".join(f.path.name for f in made[:3]) + (", ..." if len(made) > 3 else "")

@@ -22,11 +22,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fsa.report.layouts import ImageTable
+from fsa.report.layouts import RING, ImageTable, PanelTable
+from fsa.tracking.overview import OKABE_ITO
 
-# Okabe & Ito (2008), "Color Universal Design": blue, orange, bluish green, vermillion, reddish purple,
-# sky blue, yellow, black.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+PALETTE = OKABE_ITO
 MIN_PIXELS = 128  # smaller images are upscaled (nearest neighbour) to at least this size
 FONT = 9
 VECTOR = "svg"
@@ -37,7 +36,7 @@ class Figure:
     """A written figure (its PNG; the SVG lies beside it), with what it shows and its paper counterpart."""
 
     path: Path
-    kind: str  # sweep | boxplot | gradients | runs | best | curves
+    kind: str  # sweep | boxplot | gradients | runs | best | panels | curves
     title: str
     paper: str  # e.g. "Figs. 3-4", or "" where the paper has no such figure
 
@@ -74,16 +73,22 @@ def load_image(path: Path, min_pixels: int = MIN_PIXELS) -> np.ndarray | None:
     return np.asarray(image)
 
 
+def image_axes(rows: int, columns: int, width: float, height: float) -> tuple[plt.Figure, np.ndarray]:
+    """A rows x columns grid of axes for images (no ticks), each `width` x `height` inches, a title's room on top."""
+    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return figure, axes
+
+
 def plot_image_table(table: ImageTable, path: Path) -> Path:
     """An image figure laid out as `table` says: column headings on top, row labels on the left, the
     distance under each image; a cell without an image shows its text."""
-    rows, columns = len(table.rows), len(table.columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 2.0 * rows + 0.6), squeeze=False)
+    figure, axes = image_axes(len(table.rows), len(table.columns), 1.7, 2.0)
     for r, (label, cells) in enumerate(table.rows):
         for c, cell in enumerate(cells):
             ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
             pixels = load_image(cell.image) if cell.image is not None else None
             if pixels is not None:
                 ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, interpolation="nearest", vmin=0, vmax=255)
@@ -96,6 +101,56 @@ def plot_image_table(table: ImageTable, path: Path) -> Path:
             if c == 0:
                 ax.set_ylabel(label[:24], fontsize=FONT)
     figure.suptitle(f"{table.title}\nunder each image: its squared feature distance to the target", fontsize=FONT + 1)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+# Where the samples go around the centre of a 3 x 3 panel: clockwise from the top left.
+RING_POSITIONS = ((0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0))
+
+
+def mosaic(centre: np.ndarray | None, around: Sequence[np.ndarray | None], gap: int = 4) -> np.ndarray:
+    """A 3 x 3 tile image (RGB, uint8): `centre` in the middle, framed, `around` on the ring; a
+    missing image is a grey tile."""
+    tiles = [t for t in (centre, *around) if t is not None]
+    side = max(max(t.shape[:2]) for t in tiles) if tiles else MIN_PIXELS
+    canvas = np.full((3 * side + 2 * gap, 3 * side + 2 * gap, 3), 255, dtype=np.uint8)
+
+    def put(tile: np.ndarray | None, row: int, column: int) -> None:
+        y, x = row * (side + gap), column * (side + gap)
+        if tile is None:
+            canvas[y : y + side, x : x + side] = 200
+            return
+        rgb = np.repeat(tile[..., None], 3, axis=2) if tile.ndim == 2 else tile
+        canvas[y : y + rgb.shape[0], x : x + rgb.shape[1]] = rgb
+
+    for (row, column), tile in zip(RING_POSITIONS, [*around, *[None] * (RING - len(around))], strict=True):
+        put(tile, row, column)
+    put(centre, 1, 1)
+    frame = np.array([int(colour(1)[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
+    low, high = side + gap - 2, 2 * side + gap + 2  # a frame in the gap around the target
+    canvas[low:high, low : low + 2] = canvas[low:high, high - 2 : high] = frame
+    canvas[low : low + 2, low:high] = canvas[high - 2 : high, low:high] = frame
+    return canvas
+
+
+def plot_panels(table: PanelTable, path: Path) -> Path:
+    """Kadkhodaie et al.'s Fig. 7: for each target (columns) and variant (rows), the target framed at
+    the centre and the samples around it, the oracle's agreement and mean distance under each panel."""
+    figure, axes = image_axes(len(table.rows), len(table.columns), 2.6, 2.9)
+    for r, (label, panels) in enumerate(table.rows):
+        for c, panel in enumerate(panels):
+            ax = axes[r, c]
+            centre = load_image(panel.target.image) if panel.target.image is not None else None
+            ax.imshow(mosaic(centre, [load_image(cell.image) for cell in panel.around if cell.image is not None]))
+            ax.set_xlabel(panel.caption, fontsize=FONT - 1)
+            if r == 0:
+                ax.set_title(table.columns[c][:24], fontsize=FONT)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=FONT + 1)
+    figure.suptitle(
+        f"{table.title}\ncentre (framed): the target; around it: the final images of {RING} seeds", fontsize=FONT + 1
+    )
     figure.tight_layout()
     return save_figure(figure, path)
 

@@ -9,7 +9,9 @@ feature distance to the target under each, as in the paper:
 - `best_with_baselines` (Figs. 5-7): each run's best image, then the baselines' best images for
   the same seeds (fsa's counterpart of the paper's RCDM columns);
 - `by_swept_value` (Figs. 8, 11-12): the best image of each run for every value of a swept key,
-  the same targets and seeds in every column group.
+  the same targets and seeds in every column group;
+- `ring_panels` (Kadkhodaie et al., Fig. 7): per target and variant, the target at the centre and
+  the final images of eight samples around it.
 
 The paper's "runs" of an image are fsa's samples: run i is sample i - 1, seed `seed + i - 1`.
 """
@@ -143,4 +145,56 @@ def by_swept_value(runs: Sequence[Run], key: str, title: str) -> ImageTable | No
                 else:  # the value's job failed or is unfinished: its cells say so
                     cells.append(Cell(text=run.status if run.summary is None else "missing"))
         table.rows.append((first.target, cells))
+    return table
+
+
+RING = 8  # samples around the target in a panel (Kadkhodaie et al., Fig. 7)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A target at the centre and `RING` samples around it, clockwise from the top left, with the
+    oracle's agreement and the mean feature distance of those samples."""
+
+    target: Cell
+    around: list[Cell]
+    caption: str
+
+
+@dataclass
+class PanelTable:
+    """Panels in rows (one per variant: fsa's guidance, then each baseline) and columns (targets)."""
+
+    title: str
+    columns: list[str]
+    rows: list[tuple[str, list[Panel]]] = field(default_factory=list)
+
+
+def ring_panels(run: Run, title: str) -> PanelTable | None:
+    """Kadkhodaie et al.'s Fig. 7 for a run with at least `RING` samples per target: the first `RING`
+    samples' final images around the target, a row per variant for the same seeds."""
+    grouped = {variant: by_target(run.samples(variant)) for variant in run.variants()}
+    guided = grouped[GUIDED]
+    if not guided or min(len(records) for records in guided.values()) < RING:
+        return None
+    table = PanelTable(title, [records[0].target for records in guided.values()])
+    for variant, targets in grouped.items():
+        panels = []
+        for index in guided:
+            records = targets.get(index, [])[:RING]
+            judged = [r for r in records if r.final_oracle_class is not None and r.target_label is not None]
+            agreement = (
+                f"oracle {sum(r.final_oracle_class == r.target_label for r in judged)}/{len(judged)}, "
+                if judged
+                else ""
+            )
+            mean = sum(r.final_distance for r in records) / len(records) if records else float("nan")
+            panels.append(
+                Panel(
+                    target=target_cell(run, GUIDED, guided[index][0]),
+                    around=[Cell(image=run.folder.path(r.final_image)) for r in records],
+                    caption=f"{agreement}mean distance {mean:.3g}",
+                )
+            )
+        table.rows.append(("fsa" if variant == GUIDED else variant, panels))
     return table

@@ -11,6 +11,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fsa.tracking.run_folder import GUIDED, RunFolder, SampleResult
 
+# Okabe & Ito (2008), "Color Universal Design": blue, orange, bluish green, vermillion, reddish purple,
+# sky blue, yellow, black; distinguishable under the common forms of colour blindness. fsa's plots use it.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 CELL = 96  # pixels per image, at least
 LABEL = 14  # pixels of a line of text: one under each image, two above each column (variant; sample)
 HEADER = 2 * LABEL
