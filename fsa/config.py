@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from fsa import ASSETS_DIR, default_data_dir
+from fsa.attributes.options import AttributesOptions
 from fsa.embedding.options import EmbedOptions
 from fsa.errors import ConfigError
 from fsa.guidance.options import GuidanceOptions, SelfGuidedOptions
@@ -34,7 +35,14 @@ T = TypeVar("T")
 def _schema_of(cls: type, name: str, target: str | None = None) -> type:
     """A mutable schema with `_target_` and the typed fields of a (frozen) dataclass: one source of truth."""
     target = target or f"{cls.__module__}.{cls.__qualname__}"
-    fields = [(f.name, f.type, field(default=f.default)) for f in dataclasses.fields(cls)]
+    fields = [
+        (
+            f.name,
+            f.type,
+            field(default_factory=f.default_factory) if f.default is dataclasses.MISSING else field(default=f.default),
+        )
+        for f in dataclasses.fields(cls)
+    ]
     return dataclasses.make_dataclass(name, [("_target_", str, field(default=target)), *fields])
 
 
@@ -45,6 +53,7 @@ GuidanceConfig = _schema_of(GuidanceOptions, "GuidanceConfig", "fsa.guidance.fea
 SelfGuidedConfig = _schema_of(SelfGuidedOptions, "SelfGuidedConfig", "fsa.guidance.self_guided.SelfGuidance")
 UNET_BLOCK_EXTRACTOR = "fsa.extractors.unet_block.UNetBlockExtractor"
 GUIDANCE_SCHEMAS = {"schema_paper": GuidanceConfig, "schema_self_guided": SelfGuidedConfig}
+AttributesConfig = _schema_of(AttributesOptions, "AttributesConfig")  # built as the options themselves
 SpeedConfig = _schema_of(SpeedOptions, "SpeedConfig")
 
 
@@ -77,6 +86,7 @@ class FsaConfig:
     max_samples: int | None = None  # at most this many samples per target, whatever batch_size says
     baselines: list[str] = field(default_factory=list)
     oracle: Any = None
+    attributes: Any = None  # typed by AttributesConfig; None (attributes=null): no retention measured
     weights: dict[str, Any] = field(default_factory=dict)  # model name -> its files on this machine
     data_dir: str = ""
     record_gradients: int = 0
@@ -92,6 +102,7 @@ def register_configs() -> None:
     store.store(name="fsa_schema", node=FsaConfig)
     for name, schema in GUIDANCE_SCHEMAS.items():
         store.store(group="guidance", name=name, node=schema)
+    store.store(group="attributes", name="schema", node=AttributesConfig)
     # The user's local config folder (~/.config/fsa) is on Hydra's search path; most machines have none.
     warnings.filterwarnings("ignore", message="provider=hydra.searchpath in main, path=.* is not available")
     if not OmegaConf.has_resolver("fsa_asset"):
@@ -153,6 +164,12 @@ def represent_options(cfg: DictConfig) -> RepresentOptions:
     return _task_options(cfg, RepresentOptions)
 
 
+def attributes_options(cfg: DictConfig) -> AttributesOptions:
+    """The `attributes` group's settings, checked (torch-free: the measures are imported when a run starts)."""
+    values = OmegaConf.to_container(cfg.attributes, resolve=True)
+    return AttributesOptions(**{str(k): v for k, v in values.items() if k != "_target_"})
+
+
 def validate(cfg: DictConfig) -> None:
     """Value checks that the types alone cannot express, with messages that name the option."""
     check_keys(cfg)
@@ -191,6 +208,8 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.get("oracle") is not None:
         check_targets(cfg, ("oracle",))
+    if cfg.get("attributes") is not None:
+        attributes_options(cfg)
 
 
 def resolved_container(cfg: DictConfig) -> dict[str, Any]:

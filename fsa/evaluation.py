@@ -6,7 +6,8 @@ paper prints (eps - w_g g): the distance ratio, the calibrated distance, the ora
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from fsa.attributes.measures import distances as measures_distances
+from fsa.attributes.options import AttributesOptions
+from fsa.attributes.retention import retention
 from fsa.data.digits import IMAGE_SIZE, digits_images
 
 
@@ -126,3 +130,62 @@ def comparison_table(variants: dict[str, dict[str, Any]]) -> str:
             continue
         lines.append(label.ljust(width) + "".join(f"{'-' if c is None else fmt.format(c):>14}" for c in cells))
     return "\n".join(lines)
+
+
+KINDS = ("final", "best")
+
+
+def load_images(paths: Sequence[Path], size: int) -> Tensor:
+    """PNG files as (N, 3, size, size) in [0, 1], resized (bilinear, antialiased) to one side."""
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        images.append(torch.from_numpy(array).permute(2, 0, 1))
+    return resize_images(torch.stack(images), size)
+
+
+def resize_images(images: Tensor, size: int) -> Tensor:
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def attribute_distances(
+    records: Sequence[Any],
+    target_images: dict[int, Tensor],
+    measures: dict[str, Callable[[Tensor], Tensor]],
+    options: AttributesOptions,
+    folder: Any,
+) -> dict[str, dict[str, Tensor]]:
+    """Per kind of image (final, best) and attribute, each record's distance (N,) to its target's
+    image; records whose target has no image are left out by the caller. The oracle's class is
+    one more attribute where the records were judged and the targets have labels."""
+    targets = torch.stack([target_images[r.target_index] for r in records])
+    found: dict[str, dict[str, Tensor]] = {}
+    for kind in KINDS:
+        images = load_images([folder.path(getattr(r, f"{kind}_image")) for r in records], options.image_size)
+        found[kind] = measures_distances(images, targets, measures)
+        judged = [getattr(r, f"{kind}_oracle_class") for r in records]
+        labels = [r.target_label for r in records]
+        if options.oracle_class and None not in judged and None not in labels:
+            # 1 where the oracle's class of the image is not the target's label, 0 where it is
+            found[kind]["class"] = (torch.tensor(judged) != torch.tensor(labels)).float()
+    return found
+
+
+def retention_figures(
+    guided: dict[str, dict[str, Tensor]], unguided: dict[str, dict[str, Tensor]], resamples: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per kind of image and attribute: retention with its 95 % paired-bootstrap interval."""
+    return {
+        kind: {name: vars(retention(guided[kind][name], unguided[kind][name], resamples)) for name in guided[kind]}
+        for kind in guided
+    }
+
+
+def retention_table(retained: dict[str, dict[str, dict[str, float]]], kind: str = "final") -> str:
+    """Retention per attribute with its interval, one line each, for the log."""
+    return "\n".join(
+        f"  {name:<12} {r['value']:6.2f}  [{r['low']:.2f}, {r['high']:.2f}]" for name, r in retained[kind].items()
+    )

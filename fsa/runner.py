@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -24,12 +25,24 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 import fsa
-from fsa.config import resolved_container, validate
+from fsa.attributes.measures import load_measures
+from fsa.attributes.options import AttributesOptions
+from fsa.config import attributes_options, resolved_container, validate
 from fsa.data.targets import Target, target_latents
 from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.diffusion.samplers import Sampler
 from fsa.errors import FsaError, Interrupted
-from fsa.evaluation import comparison_table, entropy, mean_pairwise_distance, proof_figures, variant_figures
+from fsa.evaluation import (
+    attribute_distances,
+    comparison_table,
+    entropy,
+    mean_pairwise_distance,
+    proof_figures,
+    resize_images,
+    retention_figures,
+    retention_table,
+    variant_figures,
+)
 from fsa.extractors.base import FeatureExtractor
 from fsa.guidance.decoder import DecodeResult, DecodeState, Evaluation, guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance, squared_distance
@@ -91,12 +104,14 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
     with folder.log_file():
         # 2. Every value and the checkpoint checked, before any model loads.
         validate(cfg)
+        attributes = attributes_options(cfg) if cfg.get("attributes") is not None else None
         if cfg.task.name in TASK_JOBS:  # a companion analysis: its own job, in the same folder
             module, function = TASK_JOBS[cfg.task.name].split(":")
             job = getattr(importlib.import_module(module), function)
             summary = job(cfg, folder, build, resolve_device(cfg.device), config, group, name)
             folder.complete(summary)
             return summary
+        measures = load_measures(attributes.measures) if attributes else {}
         sampler: Sampler = build(cfg.sampler)
         guidance: FeatureGuidance | SelfGuidance = build(cfg.guidance)
         speed = build(cfg.speed)
@@ -177,6 +192,9 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
         for records in samples.values():
             _judge(records, reference, oracle, folder)
         figures = {v: variant_figures([r.to_dict() for r in records], reference) for v, records in samples.items()}
+        retained = None
+        if attributes is not None and "unguided" in samples:  # which attributes the feature space keeps
+            retained = _retention(attributes, measures, samples, targets, folder)
         summary = {
             "status": "complete",
             "model": backbone.name,
@@ -195,6 +213,7 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
             **figures[GUIDED],
             "baselines": {b: figures[b] for b in baselines},
             "proof": proof_figures(figures),
+            "retention": retained,
             "samples": [r.to_dict() for r in samples[GUIDED]],
             "baseline_samples": {b: [r.to_dict() for r in samples[b]] for b in baselines},
             "environment": environment(),
@@ -206,6 +225,8 @@ def _run(cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | 
         log.info("results over %d sample(s) per run:\n%s", len(samples[GUIDED]), comparison_table(figures))
         for key, value in summary["proof"].items():
             log.info("proof: %s = %s", key, value)
+        if retained:
+            log.info("retention per attribute, final images (1: kept, 0: as unguided):\n%s", retention_table(retained))
         if wandb:
             for variant, records in samples.items():
                 wandb.results_table(variant, records, folder)
@@ -426,6 +447,46 @@ def png_distance(extractor: FeatureExtractor, path: Path, target: torch.Tensor) 
     with torch.no_grad(), Image.open(path) as image:
         x = extractor.preprocess_image(image)[None].to(target.device)
         return float(squared_distance(extractor(x), target[None])[0])
+
+
+def _retention(
+    options: AttributesOptions,
+    measures: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+    samples: dict[str, list[SampleResult]],
+    targets: list[Target],
+    folder: RunFolder,
+) -> dict[str, Any] | None:
+    """Each attribute's retention (guided against unguided, the same targets and seeds), over the
+    targets that have an image; each sample's distances go to attributes.csv."""
+    images = {
+        i: resize_images(t.image[None], options.image_size)[0] for i, t in enumerate(targets) if t.image is not None
+    }
+    unguided = {(r.target_index, r.sample): r for r in samples["unguided"]}
+    pairs = [(r, unguided[(r.target_index, r.sample)]) for r in samples[GUIDED] if r.target_index in images]
+    if not pairs:
+        log.info("retention not measured: no target has an image")
+        return None
+    found = {
+        variant: attribute_distances([pair[side] for pair in pairs], images, measures, options, folder)
+        for side, variant in enumerate((GUIDED, "unguided"))
+    }
+    rows = [
+        {
+            "variant": variant,
+            "kind": kind,
+            "target": r.target,
+            "sample": r.sample,
+            "seed": r.seed,
+            "attribute": name,
+            "distance": float(distance[i]),
+        }
+        for side, variant in enumerate((GUIDED, "unguided"))
+        for kind, by_name in found[variant].items()
+        for name, distance in by_name.items()
+        for i, r in enumerate(pair[side] for pair in pairs)
+    ]
+    pd.DataFrame(rows).to_csv(folder.attributes_file, index=False)
+    return retention_figures(found[GUIDED], found["unguided"], options.resamples)
 
 
 def _judge(records: list[SampleResult], reference: float | None, oracle: Any, folder: RunFolder) -> None:

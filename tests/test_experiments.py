@@ -23,6 +23,7 @@ SMOKE_MAY_CHANGE = (
     "extractor",
     "dataset",
     "oracle",
+    "attributes",
     "sampler",
     "guidance.early_steps",
     "guidance.early_k",

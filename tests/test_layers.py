@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fsa"
 LAYERS = (
     ("fsa", "fsa.errors", "fsa.hub", "fsa.weights"),
     ("fsa.diffusion", "fsa.extractors"),  # the networks, and how images reach an extractor
-    ("fsa.data", "fsa.guidance", "fsa.embedding", "fsa.representation"),  # targets; Algorithm 1; seeds; phi (pure)
+    # targets; Algorithm 1; an image's seeds; phi; attribute measures (pure)
+    ("fsa.data", "fsa.guidance", "fsa.embedding", "fsa.representation", "fsa.attributes"),
     ("fsa.tracking", "fsa.speed", "fsa.evaluation"),  # run folder, checkpoints, listeners; options; figures
     ("fsa.config",),
     ("fsa.runner", "fsa.embed_job", "fsa.represent_job"),

@@ -25,6 +25,7 @@ from fsa.report.figures import (
     plot_gradients,
     plot_image_table,
     plot_panels,
+    plot_retention,
 )
 from fsa.report.layouts import best_with_baselines, by_swept_value, final_and_best, ring_panels
 from fsa.report.page import write_page
@@ -36,6 +37,7 @@ from fsa.report.runs import (
     markdown_table,
     parse_overrides,
     read_evaluations,
+    retention_table,
     run_label,
     run_title,
     run_value,
@@ -158,7 +160,7 @@ def gradient_figure(runs: Sequence[Run], keys: Sequence[str], out: Path) -> list
 def figure_lines(figures: Sequence[Figure], out: Path) -> list[str]:
     """One printed line per kind of figure, naming the first few."""
     lines = []
-    for kind in ("sweep", "boxplot", "gradients", "runs", "best", "panels", "curves"):
+    for kind in ("sweep", "boxplot", "gradients", "retention", "runs", "best", "panels", "curves"):
         made = [f for f in figures if f.kind == kind]
         if made:
             names = ", ".join(f.path.name for f in made[:3]) + (", ..." if len(made) > 3 else "")
@@ -241,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         tables |= sweep["tables"]
         figures += sweep_figures(runs, table, keys, figures_dir)
     figures += gradient_figure(runs, keys, figures_dir)
+    retained = retention_table(runs, keys)
+    if not retained.empty:  # runs with an unguided baseline and an attributes config
+        files, tables = files + write_table(retained, out, "retention"), tables | {"retention": retained}
+        heatmap = plot_retention(retained, figures_dir / "retention.png")
+        if heatmap is not None:
+            figures.append(Figure(heatmap, "retention", "retention per attribute, final images", ""))
     for run in runs:
         figures += run_figures(run, keys, figures_dir)
     page = write_page(out / "report.html", folder, runs, keys, tables, sentences, figures)

@@ -36,7 +36,7 @@ class Figure:
     """A written figure (its PNG; the SVG lies beside it), with what it shows and its paper counterpart."""
 
     path: Path
-    kind: str  # sweep | boxplot | gradients | runs | best | panels | curves
+    kind: str  # sweep | boxplot | gradients | retention | runs | best | panels | curves
     title: str
     paper: str  # e.g. "Figs. 3-4", or "" where the paper has no such figure
 
@@ -185,6 +185,31 @@ def best_so_far(table: pd.DataFrame) -> pd.DataFrame:
     best = ordered.groupby(["target", "sample", "iteration"], sort=False)["best"].last()
     current = ordered[ordered["_post"] == 0].groupby(["target", "sample", "iteration"], sort=False)["distance"].first()
     return pd.DataFrame({"current": current, "best": best}).reset_index()
+
+
+def plot_retention(table: pd.DataFrame, path: Path, kind: str = "final") -> Path | None:
+    """The retention heatmap: runs (extractors) as rows, attributes as columns, each cell's value and
+    95 % interval written in it; 1 (kept) dark purple, 0 (ignored, as unguided) white, below 0 orange."""
+    table = table[table["kind"] == kind]
+    if table.empty:
+        return None
+    runs, attributes = list(dict.fromkeys(table["run"])), list(dict.fromkeys(table["attribute"]))
+    cells = table.set_index(["run", "attribute"])
+    values = np.array([[cells["value"].get((r, a), np.nan) for a in attributes] for r in runs], dtype=float)
+    figure, axes = plt.subplots(figsize=(1.0 + 1.05 * len(attributes), 0.9 + 0.55 * len(runs)))
+    axes.imshow(np.clip(values, -1, 1), cmap="PuOr", vmin=-1, vmax=1, aspect="auto")
+    for i, r in enumerate(runs):
+        for j, a in enumerate(attributes):
+            if (r, a) in cells.index:
+                low, high = cells.loc[(r, a), "low"], cells.loc[(r, a), "high"]
+                text = f"{values[i, j]:.2f}\n[{low:.2f}, {high:.2f}]"
+                shade = "white" if abs(values[i, j]) > 0.6 else "black"
+                axes.text(j, i, text, ha="center", va="center", fontsize=FONT - 2, color=shade)
+    axes.set_xticks(range(len(attributes)), attributes, rotation=30, ha="right", fontsize=FONT)
+    axes.set_yticks(range(len(runs)), [r[:40] for r in runs], fontsize=FONT)
+    axes.set_title(f"retention per attribute ({kind} images): 1 kept, 0 as unguided", fontsize=FONT + 1)
+    figure.tight_layout()
+    return save_figure(figure, path)
 
 
 def plot_curves(title: str, table: pd.DataFrame, path: Path) -> Path | None:

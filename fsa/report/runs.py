@@ -356,3 +356,15 @@ def run_title(run: Run, keys: Sequence[str]) -> str:
     parts = [f"{key}={run_value(run, key)}" for key in keys] or list(run.overrides) or [run.name]
     extractor = (run.summary or {}).get("extractor")
     return " ".join(parts) + (f" ({extractor})" if extractor else "")
+
+
+def retention_table(runs: Sequence[Run], keys: Sequence[str]) -> pd.DataFrame:
+    """Each complete run's retention per attribute and kind of image (final, best), with its
+    interval: one row per run, kind and attribute, in run order."""
+    rows = [
+        {"run": run_title(run, keys), "kind": kind, "attribute": name, **values}
+        for run in runs
+        for kind, by_name in ((run.summary or {}).get("retention") or {}).items()
+        for name, values in by_name.items()
+    ]
+    return pd.DataFrame(rows, columns=["run", "kind", "attribute", "value", "low", "high", "samples"])

@@ -213,6 +213,11 @@ class RunFolder:
         return self.root / OVERVIEW
 
     @property
+    def attributes_file(self) -> Path:
+        """Per sample of the guided and unguided runs, each attribute's distance to the target."""
+        return self.root / "attributes.csv"
+
+    @property
     def embedding_dir(self) -> Path:
         return self.root / EMBEDDING
 

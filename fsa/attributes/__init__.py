@@ -1,0 +1,1 @@
+"""Attributes of images as numbers, and how much of each a feature space keeps (retention)."""
