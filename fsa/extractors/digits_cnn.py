@@ -9,11 +9,10 @@ from torch import Tensor, nn
 
 from fsa import ASSETS_DIR
 from fsa.errors import WeightsUnavailableError
-from fsa.extractors.base import FeatureExtractor
+from fsa.extractors.base import HALF, FeatureExtractor
 from fsa.weights import load_state_dict_file, require_file
 
 DEFAULT_WEIGHTS = ASSETS_DIR / "digits" / "cnn.safetensors"
-GREY_MEAN, GREY_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
 class DigitsCNN(nn.Module):
@@ -46,7 +45,7 @@ class DigitsCNNExtractor(FeatureExtractor):
     """The CNN's penultimate layer as f (input 16 px, grey, mean/std 0.5)."""
 
     def __init__(self, weights: str | None = None, feature_dim: int = 64, name: str = "digits_cnn") -> None:
-        super().__init__(name, 16, GREY_MEAN, GREY_STD)
+        super().__init__(name, 16, HALF, HALF)
         self.classifier = DigitsCNN(feature_dim)
         file = require_file(weights or DEFAULT_WEIGHTS, "digits CNN")
         try:

@@ -1,19 +1,17 @@
 """The pixels themselves as features: the extractor that keeps everything (retention's other extreme)."""
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from fsa.extractors.base import FeatureExtractor
-
-SIGNED = (0.5, 0.5, 0.5)  # normalised input = the image in [-1, 1]
+from fsa.extractors.base import HALF, FeatureExtractor
 
 
 class PixelExtractor(FeatureExtractor):
-    """f(x) = the image's pixels in [-1, 1] at `input_size` (grey: the channel mean), flattened."""
+    """f(x) = the image's pixels in [-1, 1] at `input_size` (grey: the channel mean), flattened.
+    It has no parameters: nothing to load or train."""
 
     def __init__(self, input_size: int = 16, grey: bool = True, name: str = "pixels") -> None:
-        super().__init__(name, input_size, SIGNED, SIGNED)
+        super().__init__(name, input_size, HALF, HALF)
         self.grey = grey
-        self.network = nn.Identity()  # no parameters: nothing to load or train
         self.freeze()
 
     def features(self, x: Tensor) -> Tensor:

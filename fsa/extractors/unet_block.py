@@ -16,10 +16,8 @@ from torch import Tensor, nn
 
 from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.errors import ExtractorError
-from fsa.extractors.base import FeatureExtractor
+from fsa.extractors.base import HALF, FeatureExtractor
 from fsa.extractors.layers import module_outputs
-
-SIGNED_MEAN, SIGNED_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # normalised input = the image in [-1, 1]
 
 
 def block_names(unet: nn.Module) -> list[str]:
@@ -85,7 +83,7 @@ class UNetBlockExtractor(FeatureExtractor):
             )
         if noise_samples < 1:
             raise ExtractorError(f"extractor.noise_samples must be >= 1, got {noise_samples}")
-        super().__init__(name or f"{model.name}:{block}@t{timestep}", model.image_size, SIGNED_MEAN, SIGNED_STD)
+        super().__init__(name or f"{model.name}:{block}@t{timestep}", model.image_size, HALF, HALF)
         check_blocks(model, [block])
         self.backbone, self.block, self.timestep = model, block, timestep
         generator = torch.Generator().manual_seed(noise_seed)
