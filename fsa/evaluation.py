@@ -20,6 +20,7 @@ from fsa.attributes.measures import distances as measures_distances
 from fsa.attributes.options import AttributesOptions
 from fsa.attributes.retention import retention
 from fsa.data.digits import IMAGE_SIZE, digits_images
+from fsa.data.targets import resize_images
 
 
 def mean_pairwise_distance(features: Tensor) -> float | None:
@@ -59,8 +60,16 @@ class DigitsOracle:
 
     def judge_files(self, paths: Sequence[str]) -> Tensor:
         """Class probabilities of saved PNG files: what a researcher looks at."""
-        arrays = [np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255 for p in paths]
-        return self.predict_proba(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
+        return self.predict_proba(read_pngs(paths))
+
+
+def read_pngs(paths: Sequence[str | Path]) -> Tensor:
+    """Image files (of one size) as (N, 3, H, W) RGB in [0, 1]."""
+    arrays = []
+    for path in paths:
+        with Image.open(path) as image:
+            arrays.append(np.asarray(image.convert("RGB"), dtype=np.float32) / 255)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 
 def entropy(probabilities: Tensor) -> Tensor:
@@ -135,22 +144,6 @@ def comparison_table(variants: dict[str, dict[str, Any]]) -> str:
 KINDS = ("final", "best")
 
 
-def load_images(paths: Sequence[Path], size: int) -> Tensor:
-    """PNG files as (N, 3, size, size) in [0, 1], resized (bilinear, antialiased) to one side."""
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-        images.append(torch.from_numpy(array).permute(2, 0, 1))
-    return resize_images(torch.stack(images), size)
-
-
-def resize_images(images: Tensor, size: int) -> Tensor:
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-
-
 def attribute_distances(
     records: Sequence[Any],
     target_images: dict[int, Tensor],
@@ -164,7 +157,9 @@ def attribute_distances(
     targets = torch.stack([target_images[r.target_index] for r in records])
     found: dict[str, dict[str, Tensor]] = {}
     for kind in KINDS:
-        images = load_images([folder.path(getattr(r, f"{kind}_image")) for r in records], options.image_size)
+        images = resize_images(
+            read_pngs([folder.path(getattr(r, f"{kind}_image")) for r in records]), options.image_size
+        )
         found[kind] = measures_distances(images, targets, measures)
         judged = [getattr(r, f"{kind}_oracle_class") for r in records]
         labels = [r.target_label for r in records]

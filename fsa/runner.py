@@ -28,7 +28,7 @@ import fsa
 from fsa.attributes.measures import load_measures
 from fsa.attributes.options import AttributesOptions
 from fsa.config import attributes_options, resolved_container, validate
-from fsa.data.targets import Target, target_latents
+from fsa.data.targets import Target, resize_images, target_latents
 from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.diffusion.samplers import Sampler
 from fsa.errors import FsaError, Interrupted
@@ -38,7 +38,6 @@ from fsa.evaluation import (
     entropy,
     mean_pairwise_distance,
     proof_figures,
-    resize_images,
     retention_figures,
     retention_table,
     variant_figures,

@@ -378,6 +378,15 @@ class FeatureTargets:
         return [_make_target(f"{stem}[{i}]", row, None, str(self.path), self.transform) for i, row in enumerate(rows)]
 
 
+def resize_images(images: Tensor, size: int) -> Tensor:
+    """(N, C, H, W) images at size x size (bilinear, antialiased); unchanged when they have it."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return torch.nn.functional.interpolate(
+        images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+
+
 def target_latents(targets: Sequence[Target], backbone: "DiffusionBackbone", purpose: str) -> Tensor:
     """The targets' actual images as the model's clean latents z_0 (N, C, H, W): resized to the
     model's image size (bilinear, with a warning), in [-1, 1], encoded (a pixel model takes its
@@ -389,9 +398,7 @@ def target_latents(targets: Sequence[Target], backbone: "DiffusionBackbone", pur
     size = backbone.image_size
     if images.shape[-1] != size:
         logger.warning("images are %d px, the model makes %d px: resized (bilinear)", images.shape[-1], size)
-        images = torch.nn.functional.interpolate(
-            images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-        )
+    images = resize_images(images, size)
     device = next(backbone.parameters()).device
     with torch.no_grad():
         return backbone.encode(images.to(device) * 2 - 1)
