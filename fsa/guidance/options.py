@@ -92,7 +92,7 @@ class SelfGuidedOptions:
     until it converges or `max_iterations` ran, then the sampler's score step removes noise.
     lr: the matching's step size eta (Algorithm 2: z_t <- z_t - eta grad); it is scaled per sample
       by ||z_t|| / ||grad|| when `normalise` (the scan leaves the step rule unreadable; see
-      docs/self_guided.md), so that eta is a fraction of the latent's own size.
+      docs/representation.md), so that eta is a fraction of the latent's own size.
     tolerance: stop matching a sample once its distance is at most `tolerance` times the
       target representation's squared norm (relative squared error).
     max_iterations: the most matching steps per timestep; 0 turns matching off (the unguided baseline).
