@@ -73,7 +73,7 @@ def edge_density(images: Tensor) -> Tensor:
     return ((gx.pow(2) + gy.pow(2)).sqrt() > 0.5).flatten(1).float().mean(1, keepdim=True)
 
 
-def _moments(images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def moments(images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The luminance's centre of mass (x, y) in image widths from the top left, and its central second
     moments mu20 (x), mu02 (y), mu11, per image."""
     mass = luminance(images)
@@ -92,27 +92,27 @@ def _moments(images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
 
 def centre_of_mass(images: Tensor) -> Tensor:
     """Where the luminance's mass lies (N, 2): x, y in image widths from the top left."""
-    cx, cy, *_ = _moments(images)
+    cx, cy, *_ = moments(images)
     return torch.stack([cx, cy], dim=1)
 
 
 def extent(images: Tensor) -> Tensor:
     """The luminance's spread about its centre (N, 1): sqrt(mu20 + mu02), in image widths."""
-    _, _, mu20, mu02, _ = _moments(images)
+    _, _, mu20, mu02, _ = moments(images)
     return (mu20 + mu02).sqrt()[:, None]
 
 
 def orientation(images: Tensor) -> Tensor:
     """The principal axis of the second moments as a 2-vector (N, 2): (mu20 - mu02, 2 mu11) / (mu20 +
     mu02), whose angle is twice the axis angle and whose length is the elongation (0: round)."""
-    _, _, mu20, mu02, mu11 = _moments(images)
+    _, _, mu20, mu02, mu11 = moments(images)
     return torch.stack([mu20 - mu02, 2 * mu11], dim=1) / (mu20 + mu02).clamp_min(1e-8)[:, None]
 
 
 def slant(images: Tensor) -> Tensor:
     """A digit's slant (N, 1): mu11 / mu02 of the ink, the horizontal shift per unit of height (the
     shear that deslanting undoes; positive leans the top to the left, as y grows downwards)."""
-    _, _, _, mu02, mu11 = _moments(images)
+    _, _, _, mu02, mu11 = moments(images)
     return (mu11 / mu02.clamp_min(1e-8))[:, None]
 
 
