@@ -99,6 +99,11 @@ takes its targets from it. Images are upsampled to 16x16 (bilinear) and scaled t
 - `embedders/`: embedding networks (an image in, a seed of the 20-step DDIM generator out), with their
   own card, `embedders/MODEL_CARD.md`, written by `scripts/train_digits_embedders.py`.
 
+## `invariant/`: classifiers with a planted invariance (`extractor=digits_cnn_<kind>`)
+Four more digit classifiers, each blind to one attribute (translation, slant, stroke thickness,
+contrast), for the known-answer test of attribute retention (`fsa -m experiment=known_answer`). Their
+own card, `invariant/MODEL_CARD.md`, is written by `scripts/train_digits_invariant.py`.
+
 ## The oracle (`oracle=digits`, trained when used, not shipped)
 An RBF-kernel SVM (C = 10) on the raw 16x16 pixels of the training split, with calibrated probabilities.
 It is a different model family from both models above and is used only to judge generated images.

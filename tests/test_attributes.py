@@ -1,11 +1,13 @@
 """Attribute measures on images whose answer is known, retention, and retention in a run."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from helpers import compose_config
+from helpers import CONF_DIR, compose_config
+from omegaconf import OmegaConf
 
 from fsa.attributes import measures
 from fsa.attributes.options import AttributesOptions
@@ -92,22 +94,31 @@ def test_a_measure_that_cannot_be_imported_is_named():
     assert AttributesOptions(oracle_class=True).measures == {}
 
 
-RUN = [  # CI size: the default digits run (DDIM 50, guidance=quick) with 2 seeds per digit: ~50 s
-    "baselines=[unguided]",
-    "max_samples=2",
-    "logger.mode=disabled",
-    "progress=false",
-    "device=cpu",
-]
+KNOWN_ANSWER = ["experiment=known_answer", "max_samples=2", "logger.mode=disabled", "progress=false", "device=cpu"]
+EXTRACTORS = OmegaConf.load(CONF_DIR / "experiment" / "known_answer.yaml").hydra.sweeper.params.extractor.split(",")
+
+
+@pytest.fixture(scope="module")
+def known_answer(tmp_path_factory) -> dict[str, Path]:
+    """experiment=known_answer at CI size: each extractor of its sweep on the 10 held-out digits x 2
+    seeds, DDIM 50, guidance=quick, with its unguided twin (about 55 s per extractor)."""
+    from fsa.runner import run
+
+    folders = {}
+    for name in EXTRACTORS:
+        folders[name] = tmp_path_factory.mktemp(name)
+        run(compose_config([*KNOWN_ANSWER, f"extractor={name}"], folders[name]), folders[name])
+    return folders
+
+
+def final_retention(folder: Path) -> dict[str, dict]:
+    return json.loads((folder / "summary.json").read_text())["retention"]["final"]
 
 
 @pytest.mark.slow
-def test_a_run_with_an_unguided_baseline_measures_retention_per_attribute(tmp_path):
-    from fsa.runner import run
-
-    summary = run(compose_config(RUN, tmp_path), tmp_path)
-    assert json.loads((tmp_path / "summary.json").read_text())["retention"] == summary["retention"]
-    final = summary["retention"]["final"]
+def test_a_run_with_an_unguided_baseline_measures_retention_per_attribute(known_answer):
+    folder = known_answer["digits_cnn"]
+    final = final_retention(folder)
     names = ["slant", "thickness", "position", "size", "orientation", "brightness", "contrast", "layout", "edges"]
     assert list(final) == [*names, "class"]
     for value in final.values():
@@ -115,7 +126,7 @@ def test_a_run_with_an_unguided_baseline_measures_retention_per_attribute(tmp_pa
     # The digits CNN keeps the class: its guided images are the targets' classes far more than chance.
     assert final["class"]["value"] > 0.5
     # attributes.csv holds each sample's distances; retention comes from them.
-    table = pd.read_csv(tmp_path / "attributes.csv")
+    table = pd.read_csv(folder / "attributes.csv")
     assert set(table["variant"]) == {"guided", "unguided"} and set(table["kind"]) == {"final", "best"}
     rows = table[(table["kind"] == "final") & (table["attribute"] == "position")]
     guided, unguided = (rows[rows["variant"] == v]["distance"].mean() for v in ("guided", "unguided"))
@@ -125,21 +136,50 @@ def test_a_run_with_an_unguided_baseline_measures_retention_per_attribute(tmp_pa
     # fsa-report: retention.csv from the summary, and the heatmap with every attribute named in its SVG.
     from fsa.report.command import main
 
-    assert main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
-    reported = pd.read_csv(tmp_path / "report" / "retention.csv")
+    assert main([str(folder), "--out", str(folder / "report")]) == 0
+    reported = pd.read_csv(folder / "report" / "retention.csv")
     rows = reported[reported["kind"] == "final"].set_index("attribute")
     assert rows.loc["class", "value"] == pytest.approx(final["class"]["value"])
-    svg = (tmp_path / "report" / "figures" / "retention.svg").read_text()
+    svg = (folder / "report" / "figures" / "retention.svg").read_text()
     assert all(f">{name}<" in svg for name in final)
 
 
 @pytest.mark.slow
-def test_the_pixel_extractor_retains_every_attribute(tmp_path):
-    """The known answer at one extreme: features that are the pixels keep everything. Measured at this
-    size: 0.74 (thickness) to 1.00 (class); the digits CNN, same seeds: thickness -0.5, size -0.7."""
-    from fsa.runner import run
-
-    summary = run(compose_config([*RUN, "extractor=pixels"], tmp_path), tmp_path)
-    final = summary["retention"]["final"]
-    assert min(value["value"] for value in final.values()) > 0.5
+def test_the_pixel_extractor_retains_every_attribute(known_answer):
+    """The known answer at one extreme: features that are the pixels keep everything."""
+    final = final_retention(known_answer["pixels"])
+    assert min(value["value"] for value in final.values()) > 0.5  # measured: 0.74 (thickness) to 1.00
     assert final["class"]["value"] > 0.9 and final["layout"]["low"] > 0.9
+
+
+# The planted invariances the test finds: the attribute's interval lies wholly below the plain CNN's
+# (or, where the plain CNN already ignores the attribute, the pixels'), and the class is kept.
+# Measured at this size (final images), planted against compared: position 0.40 [0.16, 0.60] against
+# 0.84 [0.78, 0.88]; contrast -2.77 [-4.38, -1.72] against -0.08 [-0.64, 0.29]; thickness -0.28
+# [-0.91, 0.16] against the pixels' 0.74 [0.54, 0.87]; class 0.83, 0.94, 1.00.
+FOUND = {  # kind: (attribute, compared with)
+    "translation": ("position", "digits_cnn"),
+    "contrast": ("contrast", "digits_cnn"),
+    "thickness": ("thickness", "pixels"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(FOUND))
+def test_retention_finds_the_planted_invariance(known_answer, kind):
+    attribute, reference = FOUND[kind]
+    planted, compared = final_retention(known_answer[f"digits_cnn_{kind}"]), final_retention(known_answer[reference])
+    assert planted[attribute]["high"] < compared[attribute]["low"]
+    assert planted["class"]["value"] > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="slant is not found: the guided digits take the target's slant back although f ignores it "
+    "(docs/attributes.md); this fails loudly once it is found",
+)
+def test_retention_finds_the_planted_slant_invariance(known_answer):
+    """Measured at this size: slant 0.73 [0.57, 0.86] against the plain CNN's 0.68 [0.54, 0.79]."""
+    planted, plain = final_retention(known_answer["digits_cnn_slant"]), final_retention(known_answer["digits_cnn"])
+    assert planted["slant"]["high"] < plain["slant"]["low"]
