@@ -10,9 +10,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fsa"
 # Lowest first. A module may import its own layer and those below.
 LAYERS = (
     ("fsa", "fsa.errors", "fsa.hub", "fsa.weights"),
-    ("fsa.diffusion", "fsa.extractors"),  # the networks, and how images reach an extractor
-    # targets; Algorithm 1; an image's seeds; phi; attribute measures (pure)
-    ("fsa.data", "fsa.guidance", "fsa.embedding", "fsa.representation", "fsa.attributes"),
+    # the networks, how images reach an extractor, and what is measured on images (pure: the slant
+    # normaliser of a digits CNN reads the same moments as the slant attribute)
+    ("fsa.diffusion", "fsa.extractors", "fsa.attributes"),
+    # targets; Algorithm 1; an image's seeds; phi
+    ("fsa.data", "fsa.guidance", "fsa.embedding", "fsa.representation"),
     ("fsa.tracking", "fsa.speed", "fsa.evaluation"),  # run folder, checkpoints, listeners; options; figures
     ("fsa.config",),
     ("fsa.runner", "fsa.embed_job", "fsa.represent_job"),
