@@ -12,6 +12,7 @@ are random: the cost does not depend on their values.
     python scripts/bench.py --compile --channels-last --dtype bfloat16 --vae-checkpointing
     python scripts/bench.py --compare                        # every option alone and together: a table of ratios
     python scripts/bench.py --flops-only --extractor vit_h14 # FLOPs at 512 px on the meta device, in seconds
+    python scripts/bench.py --flops-only --gradient z0_hat --backward-steps 3   # a cheaper gradient's FLOPs
 
 The speed options are fsa's own (fsa/speed.py, `speed.*` in the config), applied by the same function
 as in a run. `--compare` benchmarks each variant in a fresh process (so peak memory is its own) and
@@ -40,6 +41,7 @@ from fsa.diffusion.schedule import NoiseSchedule, predict_x0
 from fsa.extractors import OpenCLIPExtractor, TinyExtractor, TorchvisionExtractor
 from fsa.guidance.decoder import guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance, squared_distance
+from fsa.guidance.options import GRADIENTS
 from fsa.speed import ATTENTION, DTYPE_NAMES, SpeedOptions, apply_speed_options, torch_dtype
 
 PAPER_ITERATIONS = 12_960  # 5 * 1000 + 995 * 8 guided iterations per run
@@ -163,7 +165,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             stamps.append(time.perf_counter())
 
         # The paper's guidance (with or without its post-guidance check).
-        guidance = FeatureGuidance(early_steps=0, k=args.warmup + args.repeats + 1, post_check=not args.no_post_check)
+        guidance = FeatureGuidance(
+            early_steps=0,
+            k=args.warmup + args.repeats + 1,
+            post_check=not args.no_post_check,
+            gradient=args.gradient,
+            backward_steps=args.backward_steps,
+        )
         generators = [torch.Generator().manual_seed(i) for i in range(args.batch)]
         guided_decode(
             backbone, DDIMSampler(num_steps=1), guidance, extractor, target, generators, dtype=dtype, on_iteration=stamp
@@ -194,12 +202,24 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 image = backbone.decode(predict_x0(z, z, abar_t))
             score(image)
 
+    def unet_forward() -> torch.Tensor:
+        with torch.no_grad():
+            return unet(z)
+
+    def backward_guidance() -> None:  # each step: decode and extract, back to the latent
+        for _ in range(args.backward_steps):
+            with_grad_to(z, lambda x: score(vae(x)))()
+
     image = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
-    parts = {
-        "unet_fwd_bwd_s": with_grad_to(z, unet),
+    parts = {  # guidance.gradient=z0_hat: the UNet runs forward only
+        "unet_fwd_bwd_s" if args.gradient == "z_t" else "unet_fwd_s": (
+            with_grad_to(z, unet) if args.gradient == "z_t" else unet_forward
+        ),
         "vae_decode_fwd_bwd_s": with_grad_to(z, vae),
         "extractor_fwd_bwd_s": with_grad_to(image, score),
     }
+    if args.backward_steps:
+        parts["backward_guidance_s"] = backward_guidance
     if not args.no_post_check:
         parts["post_check_s"] = post_check
     if device.type == "meta":  # --flops-only: shapes without values, so arithmetic without time
@@ -226,6 +246,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "batch": args.batch,
         "speed_options": speed_options(args).enabled(),
         "post_check": not args.no_post_check,
+        "gradient": args.gradient,
+        "backward_steps": args.backward_steps,
         "repeats": args.repeats,
         "warmup": args.warmup,
         **result,
@@ -254,10 +276,13 @@ def table(r: dict) -> str:
         ("device", r["device"]),
         ("guided iteration", f"{r['iteration_s']:.4f} s   (paper: {r['paper_iteration_s']:.2f} s on an RTX 3090)"),
         ("  per sample", f"{r['sample_iteration_s']:.4f} s   (batch {r['batch']})"),
-        ("  UNet fwd+bwd", f"{r['unet_fwd_bwd_s']:.4f} s"),
+        ("  UNet fwd+bwd", f"{r['unet_fwd_bwd_s']:.4f} s")
+        if "unet_fwd_bwd_s" in r
+        else ("  UNet fwd (gradient at z0_hat)", f"{r['unet_fwd_s']:.4f} s"),
         ("  VAE decode fwd+bwd", f"{r['vae_decode_fwd_bwd_s']:.4f} s"),
         ("  extractor fwd+bwd", f"{r['extractor_fwd_bwd_s']:.4f} s"),
         ("  post-check (no grad)", f"{r['post_check_s']:.4f} s" if r["post_check"] else "off"),
+        ("  backward guidance", f"{r.get('backward_guidance_s', 0.0):.4f} s   ({r['backward_steps']} steps)"),
         ("  sum of parts", f"{r['parts_sum_s']:.4f} s"),
         ("overhead ratio", f"{r['overhead_ratio']:.3f}   (iteration / sum of parts)"),
         ("FLOPs per iteration", f"{r['flops_per_iteration'] / 1e9:.2f} GFLOP   ({r['achieved_tflops']:.3f} TFLOP/s)"),
@@ -360,6 +385,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     options.add_argument("--vae-checkpointing", action="store_true", help="VAE decoder activation checkpointing")
     options.add_argument("--unet-checkpointing", action="store_true", help="UNet activation checkpointing")
     options.add_argument("--no-post-check", action="store_true", help="drop the post-guidance check")
+    guidance = parser.add_argument_group("cheaper gradients (guidance.gradient, guidance.backward_steps)")
+    guidance.add_argument("--gradient", choices=GRADIENTS, default="z_t", help="z0_hat: no UNet backward")
+    guidance.add_argument("--backward-steps", type=int, default=0, help="backward guidance steps per iteration")
     parser.add_argument("--flops-only", action="store_true", help="count FLOPs on the meta device: no time, any size")
     parser.add_argument("--compare", nargs="*", choices=tuple(VARIANTS), default=None, help="variants (none: all)")
     args = parser.parse_args(argv)

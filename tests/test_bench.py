@@ -121,3 +121,19 @@ def test_flops_only_counts_on_the_meta_device_what_a_timed_run_counts(tmp_path):
     timed, counted = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("cpu", "meta"))
     # Within 2 %: on the CPU the SDPA backward is decomposed into counted matmuls; on meta it is one op.
     assert counted["flops_per_iteration"] == pytest.approx(timed["flops_per_iteration"], rel=0.02)
+
+
+def test_cheaper_gradients_are_timed_and_counted(tmp_path):
+    """--gradient z0_hat drops the UNet's backward; each --backward-steps adds a decoder and an
+    extractor forward and backward (docs/method.md, "Cheaper gradients")."""
+    bench = load_script("bench")
+    common = ["--tiny", "--image-size", "64", "--repeats", "1", "--warmup", "0"]
+    flops = {}
+    for name, extra in {"paper": [], "z0_hat": ["--gradient", "z0_hat"], "backward": ["--backward-steps", "2"]}.items():
+        assert bench.main([*common, "--flops-only", *extra, "--json", str(tmp_path / f"{name}.json")]) == 0
+        flops[name] = json.loads((tmp_path / f"{name}.json").read_text())["flops_per_iteration"]
+    assert flops["z0_hat"] < flops["paper"] < flops["backward"]
+    timed = ["--device", "cpu", "--gradient", "z0_hat", "--backward-steps", "1", "--json", str(tmp_path / "t.json")]
+    assert bench.main([*common, *timed]) == 0
+    figures = json.loads((tmp_path / "t.json").read_text())
+    assert figures["unet_fwd_s"] > 0 and figures["backward_guidance_s"] > 0 and "unet_fwd_bwd_s" not in figures

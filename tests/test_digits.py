@@ -42,8 +42,12 @@ def test_targets_round_robin_over_classes_with_labels(cnn):
     assert [t.label for t in targets] == list(range(10)) * 2
     assert all(t.feature.shape == (64,) and t.image.shape == (3, 16, 16) for t in targets)
     assert [t.label for t in DigitsTargets(limit=3).load(cnn)] == [0, 1, 2]
-    with pytest.raises(TargetError):
-        DigitsTargets(split="validation")
+    # skip=1: the second image of each class, a set of targets disjoint from the default one
+    second = DigitsTargets(skip=1).indices()
+    assert second == DigitsTargets(per_class=2).indices()[10:] and not set(second) & set(DigitsTargets().indices())
+    for bad in (dict(split="validation"), dict(skip=-1)):
+        with pytest.raises(TargetError):
+            DigitsTargets(**bad)
 
 
 def test_embedded_cnn_classifies_held_out_digits(cnn):

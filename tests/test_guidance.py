@@ -133,6 +133,9 @@ def test_late_steps_take_late_k_and_early_steps_win_where_they_overlap():
         dict(w_g=-1.0),
         dict(direction="up"),
         dict(post_check_every=0),
+        dict(gradient="x0"),
+        dict(backward_steps=-1),
+        dict(backward_lr=0.0),
     ],
 )
 def test_invalid_guidance_values(kwargs):

@@ -51,7 +51,8 @@ def as_pil(image: Tensor) -> Image.Image:
 
 
 class DigitsTargets:
-    """Held-out digits as targets: the first `per_class` test images of each class, with their labels.
+    """Held-out digits as targets: `per_class` test images of each class after its first `skip`, with
+    their labels (skip=1 gives a second set of targets, disjoint from the default one).
 
     The images go through the extractor's actual-image path (8-bit file, preprocess_image), as any
     photograph would; their labels let an oracle judge the generated images.
@@ -64,18 +65,19 @@ class DigitsTargets:
         limit: int | None = None,
         scale: float = 1.0,
         norm: float | None = None,
+        skip: int = 0,
     ) -> None:
         if split not in SPLITS:
             raise TargetError(f"digits split must be one of {SPLITS}, got '{split}'")
-        if per_class < 1:
-            raise TargetError(f"per_class must be >= 1, got {per_class}")
-        self.split, self.per_class, self.limit = split, per_class, check_limit(limit)
+        if per_class < 1 or skip < 0:
+            raise TargetError(f"per_class must be >= 1 and skip >= 0, got {per_class}, {skip}")
+        self.split, self.per_class, self.skip, self.limit = split, per_class, skip, check_limit(limit)
         self.transform = TargetTransform(scale=scale, norm=norm)
 
     def indices(self) -> list[int]:
         """Round-robin over classes 0..9 (so a limit keeps the classes balanced), in split order."""
         _, labels = _split(self.split)
-        by_class = [np.flatnonzero(labels == c)[: self.per_class].tolist() for c in range(10)]
+        by_class = [np.flatnonzero(labels == c)[self.skip : self.skip + self.per_class].tolist() for c in range(10)]
         order = [by_class[c][i] for i in range(self.per_class) for c in range(10) if i < len(by_class[c])]
         return order[: self.limit]
 

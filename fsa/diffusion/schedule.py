@@ -65,6 +65,11 @@ def predict_x0(z_t: Tensor, eps: Tensor, abar_t: float) -> Tensor:
     return (z_t - math.sqrt(1.0 - abar_t) * eps) / math.sqrt(abar_t)
 
 
+def noise_for_x0(z_t: Tensor, x0: Tensor, abar_t: float) -> Tensor:
+    """Eq. 1 solved for the noise: the eps whose z0_hat at z_t is `x0`."""
+    return (z_t - math.sqrt(abar_t) * x0) / math.sqrt(1.0 - abar_t)
+
+
 def ddpm_step(z_t: Tensor, eps: Tensor, abar_t: float, abar_prev: float, noise: Tensor) -> Tensor:
     """Eq. 4, the DDPM ancestral step with variance beta_t ("fixed large").
 

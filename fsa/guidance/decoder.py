@@ -14,9 +14,15 @@ from torch import Tensor
 
 from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.diffusion.samplers import Sampler
-from fsa.diffusion.schedule import predict_x0, renoise
+from fsa.diffusion.schedule import noise_for_x0, predict_x0, renoise
 from fsa.extractors.base import FeatureExtractor
-from fsa.guidance.feature_guidance import FeatureGuidance, GuidanceStats, cosine_similarity, squared_distance
+from fsa.guidance.feature_guidance import (
+    FeatureGuidance,
+    GuidanceStats,
+    cosine_similarity,
+    normalise_gradient,
+    squared_distance,
+)
 
 PRE, POST = "pre", "post"
 
@@ -130,8 +136,10 @@ def guided_decode(
 
     Per visited timestep t (line 2) and recurrence k < K (lines 3-4):
       eps = eps_theta(z_t, t); z0_hat (Eq. 1); x_hat = D(z0_hat) with virtual save (line 6);
-      l = ||f(x_hat) - f_s||^2 (Eq. 2) and g = dl/dz_t through UNet, VAE decoder and f (line 8);
-      g_hat = clip(normalise(g)) (line 9); eps' = eps + w_g g_hat (Eq. 3, line 10);
+      l = ||f(x_hat) - f_s||^2 (Eq. 2) and g = dl/dz_t through UNet, VAE decoder and f (line 8;
+      `guidance.gradient=z0_hat`: dl/dz0_hat, see `guidance_gradient`);
+      g_hat = clip(normalise(g)) (line 9); eps' = eps + w_g g_hat (Eq. 3, line 10; then
+      `backward_guidance` when `guidance.backward_steps` > 0);
       z_{t-1} from eps' (Eq. 4, line 11); unless k is the last, z_t re-noised from z_{t-1} (Eq. 5).
 
     After every iteration, `on_iteration(snapshot)` may call `snapshot()` for a `DecodeState`; passing
@@ -153,15 +161,11 @@ def guided_decode(
         for k in range(start_k if step == start_step else 0, recurrences):
             run.counts["unet"] += 1
             if guidance.enabled:
-                z_in = z.detach().requires_grad_()
-                with torch.enable_grad():
-                    with autocast:
-                        eps = backbone.predict_noise(z_in, t)  # the gradient flows through the UNet
-                        image = backbone.decode(predict_x0(z_in, eps, abar_t))  # Eq. 1, line 6
-                    distance, cosine = score(image)  # Eq. 2
-                    (grad,) = torch.autograd.grad(distance.sum(), z_in)  # per sample: samples are independent
-                eps = eps.detach().float()
+                eps, image, distance, cosine, grad = guidance_gradient(run, z, t, abar_t, guidance.gradient)
                 eps_guided, stats = guidance.guide(eps, grad)  # normalise, clip, Eq. 3
+                if guidance.backward_steps:  # the printed sign (direction=ascend) flips these steps too
+                    lr = guidance.backward_lr if guidance.direction == "descend" else -guidance.backward_lr
+                    eps_guided = backward_guidance(run, z, eps_guided, abar_t, guidance.backward_steps, lr)
             else:
                 with torch.no_grad():
                     with autocast:
@@ -190,6 +194,56 @@ def guided_decode(
                 on_iteration(run.snapshot(z, step, k + 1) if k + 1 < recurrences else run.snapshot(z, step + 1, 0))
 
     return run.result(z)
+
+
+def guidance_gradient(
+    run: "DecodeRun", z: Tensor, t: int, abar_t: float, wrt: str = "z_t"
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """eps_theta(z_t, t), the decoded z0_hat (Eq. 1, line 6), its distance and cosine (Eq. 2), and the
+    gradient g of the distance (line 8), per sample: samples are independent.
+
+    wrt "z_t" (the paper): g = dl/dz_t, through the UNet, the decoder and f. wrt "z0_hat": g =
+    dl/dz0_hat with eps held fixed, so the UNet runs forward only. As dz0_hat/dz_t = (I - sqrt(1 -
+    abar_t) deps/dz_t) / sqrt(abar_t), this drops the UNet's Jacobian; the scalar 1 / sqrt(abar_t)
+    left over vanishes in Eq. 3's normalisation."""
+    backbone = run.backbone
+    if wrt == "z_t":
+        z_in = z.detach().requires_grad_()
+        with torch.enable_grad():
+            with run.autocast:
+                eps = backbone.predict_noise(z_in, t)  # the gradient flows through the UNet
+                image = backbone.decode(predict_x0(z_in, eps, abar_t))
+            distance, cosine = run.score(image)
+            (grad,) = torch.autograd.grad(distance.sum(), z_in)
+        return eps.detach().float(), image, distance, cosine, grad
+    with torch.no_grad(), run.autocast:
+        eps = backbone.predict_noise(z, t)
+    x0 = predict_x0(z, eps, abar_t).detach().requires_grad_()
+    with torch.enable_grad():
+        with run.autocast:
+            image = backbone.decode(x0)
+        distance, cosine = run.score(image)
+        (grad,) = torch.autograd.grad(distance.sum(), x0)
+    return eps.float(), image, distance, cosine, grad
+
+
+def backward_guidance(run: "DecodeRun", z: Tensor, eps: Tensor, abar_t: float, steps: int, lr: float) -> Tensor:
+    """Universal Guidance's backward guidance after Eq. 3: from z0' = z0_hat(z_t, eps'), `steps`
+    steps delta <- delta - lr * ||z0'|| * g / ||g|| with g = d/d delta ||f(D(z0' + delta)) - f_s||^2,
+    then the noise whose z0_hat is z0' + delta (Eq. 1 solved for eps). Per sample; a zero or
+    non-finite gradient makes no step; a negative lr ascends."""
+    x0 = predict_x0(z, eps, abar_t).detach()
+    delta = torch.zeros_like(x0)
+    for _ in range(steps):
+        delta.requires_grad_()
+        with torch.enable_grad():
+            with run.autocast:
+                image = run.backbone.decode(x0 + delta)
+            distance, _ = run.score(image)
+            (grad,) = torch.autograd.grad(distance.sum(), delta)
+        direction, _ = normalise_gradient(grad.float(), x0.float())  # g rescaled to ||z0'||
+        delta = (delta - lr * direction.to(delta.dtype)).detach()
+    return noise_for_x0(z, x0 + delta, abar_t).float()
 
 
 class DecodeRun:

@@ -6,6 +6,7 @@ from fsa.errors import ConfigError
 
 CLIP_MODES = ("mean", "zero", "off")
 DIRECTIONS = ("descend", "ascend")
+GRADIENTS = ("z_t", "z0_hat")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,13 @@ class GuidanceOptions:
     late_steps, late_k: K = late_k for the last late_steps timesteps instead (0: none, the paper).
       Not in the paper: on the digits setup the distance falls mostly at low noise (README,
       "Fewer iterations for the same distance"), where extra recurrences pay off.
+    gradient: what g in Eq. 3 is taken with respect to. "z_t" (the paper): through the UNet, the
+      decoder and f. "z0_hat": at z0_hat with the UNet's eps held fixed, so no backward pass
+      through the UNet (the manifold-preserving shortcut; docs/method.md, "Cheaper gradients").
+    backward_steps, backward_lr: after Eq. 3, this many steps of gradient descent on
+      ||f(D(z0' + delta)) - f_s||^2 over delta, each of size backward_lr * ||z0'|| along the
+      normalised gradient, and eps'' chosen so that its z0_hat is z0' + delta (Universal
+      Guidance's backward guidance; 0: none, the paper).
     """
 
     w_g: float = 4.0
@@ -40,8 +48,18 @@ class GuidanceOptions:
     k: int = 8
     late_steps: int = 0
     late_k: int = 1
+    gradient: str = "z_t"
+    backward_steps: int = 0
+    backward_lr: float = 0.05
 
     def __post_init__(self) -> None:
+        if self.gradient not in GRADIENTS:
+            raise ConfigError(f"guidance.gradient must be one of {GRADIENTS}, got '{self.gradient}'")
+        if self.backward_steps < 0 or not self.backward_lr > 0:
+            raise ConfigError(
+                f"guidance.backward_steps must be >= 0 and backward_lr > 0, got {self.backward_steps}, "
+                f"{self.backward_lr}"
+            )
         if self.clip_mode not in CLIP_MODES:
             raise ConfigError(f"guidance.clip_mode must be one of {CLIP_MODES}, got '{self.clip_mode}'")
         if self.direction not in DIRECTIONS:
