@@ -211,13 +211,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             with_grad_to(z, lambda x: score(vae(x)))()
 
     image = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
-    parts = {  # guidance.gradient=z0_hat: the UNet runs forward only
-        "unet_fwd_bwd_s" if args.gradient == "z_t" else "unet_fwd_s": (
-            with_grad_to(z, unet) if args.gradient == "z_t" else unet_forward
-        ),
-        "vae_decode_fwd_bwd_s": with_grad_to(z, vae),
-        "extractor_fwd_bwd_s": with_grad_to(image, score),
-    }
+    # guidance.gradient=z0_hat: the UNet runs forward only
+    parts = {"unet_fwd_bwd_s": with_grad_to(z, unet)} if args.gradient == "z_t" else {"unet_fwd_s": unet_forward}
+    parts |= {"vae_decode_fwd_bwd_s": with_grad_to(z, vae), "extractor_fwd_bwd_s": with_grad_to(image, score)}
     if args.backward_steps:
         parts["backward_guidance_s"] = backward_guidance
     if not args.no_post_check:

@@ -164,7 +164,7 @@ def guided_decode(
                 eps, image, distance, cosine, grad = guidance_gradient(run, z, t, abar_t, guidance.gradient)
                 eps_guided, stats = guidance.guide(eps, grad)  # normalise, clip, Eq. 3
                 if guidance.backward_steps:  # the printed sign (direction=ascend) flips these steps too
-                    lr = guidance.backward_lr if guidance.direction == "descend" else -guidance.backward_lr
+                    lr = guidance.sign * guidance.backward_lr
                     eps_guided = backward_guidance(run, z, eps_guided, abar_t, guidance.backward_steps, lr)
             else:
                 with torch.no_grad():
@@ -218,12 +218,7 @@ def guidance_gradient(
         return eps.detach().float(), image, distance, cosine, grad
     with torch.no_grad(), run.autocast:
         eps = backbone.predict_noise(z, t)
-    x0 = predict_x0(z, eps, abar_t).detach().requires_grad_()
-    with torch.enable_grad():
-        with run.autocast:
-            image = backbone.decode(x0)
-        distance, cosine = run.score(image)
-        (grad,) = torch.autograd.grad(distance.sum(), x0)
+    image, distance, cosine, grad = run.score_with_gradient(predict_x0(z, eps, abar_t))
     return eps.float(), image, distance, cosine, grad
 
 
@@ -235,12 +230,7 @@ def backward_guidance(run: "DecodeRun", z: Tensor, eps: Tensor, abar_t: float, s
     x0 = predict_x0(z, eps, abar_t).detach()
     delta = torch.zeros_like(x0)
     for _ in range(steps):
-        delta.requires_grad_()
-        with torch.enable_grad():
-            with run.autocast:
-                image = run.backbone.decode(x0 + delta)
-            distance, _ = run.score(image)
-            (grad,) = torch.autograd.grad(distance.sum(), delta)
+        *_, grad = run.score_with_gradient(x0 + delta)  # d/d delta = d/d(z0' + delta)
         direction, _ = normalise_gradient(grad.float(), x0.float())  # g rescaled to ||z0'||
         delta = (delta - lr * direction.to(delta.dtype)).detach()
     return noise_for_x0(z, x0 + delta, abar_t).float()
@@ -284,6 +274,16 @@ class DecodeRun:
         with self.autocast:
             features = self.extractor(self.extractor.prepare_generated(image))
         return squared_distance(features, self.target), cosine_similarity(features, self.target)
+
+    def score_with_gradient(self, x0: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """D(x0), its distance and cosine (Eq. 2), and the distance's gradient with respect to x0."""
+        x0 = x0.detach().requires_grad_()
+        with torch.enable_grad():
+            with self.autocast:
+                image = self.backbone.decode(x0)
+            distance, cosine = self.score(image)
+            (grad,) = torch.autograd.grad(distance.sum(), x0)
+        return image, distance, cosine, grad
 
     def report(
         self,

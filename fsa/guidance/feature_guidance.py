@@ -87,6 +87,5 @@ class FeatureGuidance(GuidanceOptions):
             g_hat, grad_norm = grad, _per_sample(grad).norm(dim=1)
         normalised, normalised_std = g_hat, _per_sample(g_hat).std(dim=1)
         g_hat, clipped_fraction = clip_gradient(g_hat, self.clip_c, self.clip_mode)
-        sign = 1.0 if self.direction == "descend" else -1.0
-        eps_guided = eps + sign * self.w_g * g_hat.to(eps.dtype)
+        eps_guided = eps + self.sign * self.w_g * g_hat.to(eps.dtype)
         return eps_guided, GuidanceStats(grad_norm, normalised_std, clipped_fraction, normalised)

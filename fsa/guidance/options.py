@@ -81,6 +81,11 @@ class GuidanceOptions:
     def enabled(self) -> bool:
         return self.w_g > 0
 
+    @property
+    def sign(self) -> float:
+        """+1 for "descend" (the authors' code), -1 for "ascend" (the sign printed in Eq. 3)."""
+        return 1.0 if self.direction == "descend" else -1.0
+
     def recurrences(self, step_index: int, num_steps: int) -> int:
         """K for the step_index-th of num_steps visited timesteps (early-step emphasis first)."""
         if step_index < self.early_steps:
