@@ -5,7 +5,8 @@ import torch
 from helpers import SmallConvExtractor
 
 from fsa.diffusion.backbones import build_tiny_latent_diffusion
-from fsa.diffusion.samplers import DDIMSampler, DDPMSampler
+from fsa.diffusion.samplers import DDIMSampler, DDPMSampler, DPMSolverPPSampler
+from fsa.diffusion.schedule import predict_x0
 from fsa.guidance.decoder import POST, PRE, guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance
 
@@ -120,9 +121,10 @@ def test_frozen_networks_get_no_parameter_gradients(setup):
     assert all(p.grad is None and not p.requires_grad for p in [*backbone.parameters(), *extractor.parameters()])
 
 
-def test_resuming_from_any_iteration_ends_exactly_as_an_uninterrupted_run(setup):
+@pytest.mark.parametrize("sampler", [DDIMSampler(4, eta=0.5), DPMSolverPPSampler(4)], ids=["ddim", "dpmpp"])
+def test_resuming_from_any_iteration_ends_exactly_as_an_uninterrupted_run(setup, sampler):
+    """DPM-Solver++ also carries its history (the previous timestep's x0) in the state."""
     backbone, extractor, target = setup
-    sampler = DDIMSampler(4, eta=0.5)
     whole = decode(setup, [3, 4], sampler=sampler)
     for stop_after in (1, 4, 7):  # inside the early recurrences, at a step boundary, late
         states = []
@@ -141,3 +143,38 @@ def test_resuming_from_any_iteration_ends_exactly_as_an_uninterrupted_run(setup)
             whole.guided_iterations,
             whole.feature_evaluations,
         )
+
+
+def test_dpm_solver_pp_unguided_decode_is_the_solver_on_the_backbones_noise(setup):
+    """w_g = 0, K = 1: the decoder's trajectory is DPM-Solver++(2M) itself, its history the x0 of the
+    previous timestep; each recurrence at a timestep (K = 2) steps from that same history."""
+    backbone = setup[0]
+    sampler = DPMSolverPPSampler(4)
+    unguided = FeatureGuidance(w_g=0.0, early_steps=0, k=1)
+    result = decode(setup, [2], guidance=unguided, sampler=sampler)
+    z = torch.randn(backbone.latent_shape, generator=torch.Generator().manual_seed(2)).unsqueeze(0)
+    timesteps, history = sampler.timesteps(1000), None
+    with torch.no_grad():
+        for i, t in enumerate(timesteps):
+            abar_t = backbone.schedule.abar(t)
+            abar_prev = backbone.schedule.abar(timesteps[i + 1] if i + 1 < len(timesteps) else -1)
+            eps = backbone.predict_noise(z, t)
+            z, history = sampler.step(z, eps, abar_t, abar_prev, None, history), (predict_x0(z, eps, abar_t), abar_t)
+        expected = backbone.decode(z)
+    torch.testing.assert_close(result.final_image, expected, rtol=1e-5, atol=1e-5)
+    states = []
+    twice = FeatureGuidance(w_g=0.0, early_steps=0, k=2)
+    decode(setup, [2], guidance=twice, sampler=sampler, on_iteration=lambda snapshot: states.append(snapshot()))
+    remembered = [None if s.history is None else s.history[1] for s in states]
+    abar = [backbone.schedule.abar(t) for t in timesteps]
+    assert remembered == [None, abar[0], abar[0], abar[1], abar[1], abar[2], abar[2], abar[3]]
+
+
+def test_the_post_check_scores_but_never_steers(setup):
+    """Off, the trajectory and the final image are the same bit for bit; only the best image loses the
+    post-guidance candidates (docs/schedules.md: why the preset drops it)."""
+    on = decode(setup, [3, 4], guidance=FeatureGuidance(early_steps=1, early_k=3, k=2))
+    off = decode(setup, [3, 4], guidance=FeatureGuidance(early_steps=1, early_k=3, k=2, post_check=False))
+    assert torch.equal(on.final_image, off.final_image)
+    assert (on.best_distance <= off.best_distance).all()
+    assert off.feature_evaluations < on.feature_evaluations

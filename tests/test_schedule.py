@@ -1,12 +1,12 @@
-"""Eq. 1, 4, 5 and the DDIM step against diffusers' scheduler quantities, on random tensors."""
+"""Eq. 1, 4, 5, the DDIM step and DPM-Solver++ against diffusers' scheduler quantities, on random tensors."""
 
 import math
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from fsa.diffusion.samplers import DDIMSampler, DDPMSampler, strided_timesteps
+from fsa.diffusion.samplers import DDIMSampler, DDPMSampler, DPMSolverPPSampler, strided_timesteps
 from fsa.diffusion.schedule import NoiseSchedule, ddpm_step, predict_x0, renoise
 from fsa.errors import ConfigError
 
@@ -78,7 +78,7 @@ def test_ddim_step_matches_diffusers(schedule, eta):
         z_t, eps, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         expected = reference.step(eps, t, z_t, eta=eta, variance_noise=noise).prev_sample
-        got = ours.step(z_t, eps, schedule.abar(t), schedule.abar(t_prev), noise)
+        got = ours.step(z_t, eps, schedule.abar(t), schedule.abar(t_prev), noise, None)
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -89,3 +89,42 @@ def test_timesteps():
         DDIMSampler(num_steps=0)
     with pytest.raises(ConfigError, match="num_steps"):
         DDIMSampler(num_steps=2000).timesteps(1000)
+
+
+@pytest.mark.parametrize("num_steps", [5, 20])
+def test_dpm_solver_pp_trajectory_matches_diffusers(schedule, num_steps):
+    """DPM-Solver++(2M) over our strided timesteps, its history kept as the decoder keeps it, against
+    diffusers' multistep scheduler given the same timesteps; eps a fixed smooth function of z."""
+    reference = DPMSolverMultistepScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        solver_order=2,
+        algorithm_type="dpmsolver++",
+        final_sigmas_type="zero",
+    )
+    ours = DPMSolverPPSampler(num_steps=num_steps)
+    timesteps = ours.timesteps(1000)
+    reference.set_timesteps(timesteps=timesteps)
+    assert reference.timesteps.tolist() == timesteps
+
+    def eps_of(z: torch.Tensor) -> torch.Tensor:
+        return 0.3 * z + 0.2 * torch.sin(3 * z)
+
+    z = expected = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    history = None
+    for i, t in enumerate(timesteps):
+        abar_t, abar_prev = schedule.abar(t), schedule.abar(timesteps[i + 1] if i + 1 < len(timesteps) else -1)
+        eps = eps_of(z)
+        z, history = ours.step(z, eps, abar_t, abar_prev, None, history), (predict_x0(z, eps, abar_t), abar_t)
+        expected = reference.step(eps_of(expected), t, expected).prev_sample
+        torch.testing.assert_close(z, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_dpm_solver_pp_first_order_is_the_ddim_step(schedule):
+    """Without history (the first step) DPM-Solver++ is DDIM with eta = 0 (Lu et al., Sec. 4)."""
+    z_t, eps = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    abar_t, abar_prev = schedule.abar(600), schedule.abar(550)
+    got = DPMSolverPPSampler().step(z_t, eps, abar_t, abar_prev, None, None)
+    torch.testing.assert_close(got, DDIMSampler().step(z_t, eps, abar_t, abar_prev, None, None), rtol=1e-5, atol=1e-5)

@@ -1,15 +1,20 @@
 """Reverse-process samplers: which timesteps to visit and how to step between them.
 
-Both keep the paper's self-recurrence (Eq. 5, `fsa.diffusion.schedule.renoise`), which the
-guided decoder applies between the recurrences of one timestep.
+All keep the paper's self-recurrence (Eq. 5, `fsa.diffusion.schedule.renoise`), which the
+guided decoder applies between the recurrences of one timestep. A multistep sampler (DPM-Solver++)
+also takes the data prediction of the previous visited timestep (`History`), which the decoder keeps:
+every recurrence at t steps from the same history.
 """
 
 from dataclasses import dataclass
 
 from torch import Tensor
 
-from fsa.diffusion.schedule import ddim_step, ddpm_step
+from fsa.diffusion.schedule import ddim_step, ddpm_step, dpm_solver_pp_step, predict_x0
 from fsa.errors import ConfigError
+
+History = tuple[Tensor, float]
+"""A multistep sampler's memory: the data prediction x0 at the previous visited timestep, and its abar."""
 
 
 def strided_timesteps(num_train_timesteps: int, num_steps: int | None) -> list[int]:
@@ -23,11 +28,11 @@ def strided_timesteps(num_train_timesteps: int, num_steps: int | None) -> list[i
 
 
 @dataclass(frozen=True)
-class DDPMSampler:
-    """The paper's sampler: ancestral step with variance beta_t (Eq. 4), every timestep by default."""
+class StridedSampler:
+    """What every sampler shares: `num_steps` evenly strided timesteps (None: all of them)."""
 
     num_steps: int | None = None
-    stochastic = True
+    multistep = False  # whether `step` needs the previous timestep's x0 (`History`)
 
     def __post_init__(self) -> None:
         if self.num_steps is not None and self.num_steps < 1:
@@ -36,22 +41,30 @@ class DDPMSampler:
     def timesteps(self, num_train_timesteps: int) -> list[int]:
         return strided_timesteps(num_train_timesteps, self.num_steps)
 
-    def step(self, z_t: Tensor, eps: Tensor, abar_t: float, abar_prev: float, noise: Tensor | None) -> Tensor:
+
+@dataclass(frozen=True)
+class DDPMSampler(StridedSampler):
+    """The paper's sampler: ancestral step with variance beta_t (Eq. 4), every timestep by default."""
+
+    stochastic = True
+
+    def step(
+        self, z_t: Tensor, eps: Tensor, abar_t: float, abar_prev: float, noise: Tensor | None, history: History | None
+    ) -> Tensor:
         if noise is None:
             raise ValueError("the DDPM step needs noise")
         return ddpm_step(z_t, eps, abar_t, abar_prev, noise)
 
 
 @dataclass(frozen=True)
-class DDIMSampler:
+class DDIMSampler(StridedSampler):
     """DDIM (Song et al.) over `num_steps` strided timesteps; eta = 0 is deterministic."""
 
-    num_steps: int = 50
+    num_steps: int | None = 50
     eta: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.num_steps < 1:
-            raise ConfigError(f"sampler.num_steps must be >= 1, got {self.num_steps}")
+        super().__post_init__()
         if self.eta < 0:
             raise ConfigError(f"sampler.eta must be >= 0, got {self.eta}")
 
@@ -59,11 +72,26 @@ class DDIMSampler:
     def stochastic(self) -> bool:
         return self.eta > 0
 
-    def timesteps(self, num_train_timesteps: int) -> list[int]:
-        return strided_timesteps(num_train_timesteps, self.num_steps)
-
-    def step(self, z_t: Tensor, eps: Tensor, abar_t: float, abar_prev: float, noise: Tensor | None) -> Tensor:
+    def step(
+        self, z_t: Tensor, eps: Tensor, abar_t: float, abar_prev: float, noise: Tensor | None, history: History | None
+    ) -> Tensor:
         return ddim_step(z_t, eps, abar_t, abar_prev, self.eta, noise)
 
 
-Sampler = DDPMSampler | DDIMSampler
+@dataclass(frozen=True)
+class DPMSolverPPSampler(StridedSampler):
+    """DPM-Solver++(2M) (Lu et al. 2022) over `num_steps` strided timesteps: deterministic, second order
+    from the second step on (the first and the last step are first order, as diffusers')."""
+
+    num_steps: int | None = 20
+    stochastic = False
+    multistep = True
+
+    def step(
+        self, z_t: Tensor, eps: Tensor, abar_t: float, abar_prev: float, noise: Tensor | None, history: History | None
+    ) -> Tensor:
+        x0_before, abar_before = history if history is not None else (None, None)
+        return dpm_solver_pp_step(z_t, predict_x0(z_t, eps, abar_t), abar_t, abar_prev, x0_before, abar_before)
+
+
+Sampler = DDPMSampler | DDIMSampler | DPMSolverPPSampler

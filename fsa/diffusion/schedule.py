@@ -101,6 +101,37 @@ def ddim_step(z_t: Tensor, eps: Tensor, abar_t: float, abar_prev: float, eta: fl
     return z_prev
 
 
+def half_log_snr(abar: float) -> float:
+    """lambda = log(alpha / sigma) = log(sqrt(abar) / sqrt(1 - abar)), DPM-Solver's time variable."""
+    return 0.5 * (math.log(abar) - math.log1p(-abar))
+
+
+def dpm_solver_pp_step(
+    z_t: Tensor,
+    x0: Tensor,
+    abar_t: float,
+    abar_prev: float,
+    x0_before: Tensor | None = None,
+    abar_before: float | None = None,
+) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2; diffusers' `DPMSolverMultistepScheduler`,
+    midpoint form) from t to the next visited timestep, with data predictions x0.
+
+    With h = lambda_prev - lambda_t: z_prev = sigma_prev / sigma_t * z_t - alpha_prev (e^-h - 1) D,
+    D = x0 (first order: the DDIM step) or, given the prediction x0_before at the previous visited
+    timestep (abar_before) and r = (lambda_t - lambda_before) / h, D = (1 + 1/(2r)) x0 - x0_before/(2r).
+    The step to abar_prev = 1 (sigma = 0) lands on x0, first order, as diffusers' final step."""
+    if abar_prev >= 1.0:
+        return x0
+    h = half_log_snr(abar_prev) - half_log_snr(abar_t)
+    data = x0
+    if x0_before is not None and abar_before is not None:
+        r = (half_log_snr(abar_t) - half_log_snr(abar_before)) / h
+        data = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_before
+    sigma_ratio = math.sqrt((1.0 - abar_prev) / (1.0 - abar_t))
+    return sigma_ratio * z_t - math.sqrt(abar_prev) * math.expm1(-h) * data
+
+
 def renoise(z_prev: Tensor, abar_t: float, abar_prev: float, noise: Tensor) -> Tensor:
     """Eq. 5, self-recurrence: back from t_prev to t by the forward process.
 

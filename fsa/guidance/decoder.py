@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from fsa.diffusion.backbones import DiffusionBackbone
-from fsa.diffusion.samplers import Sampler
+from fsa.diffusion.samplers import History, Sampler
 from fsa.diffusion.schedule import noise_for_x0, predict_x0, renoise
 from fsa.extractors.base import FeatureExtractor
 from fsa.guidance.feature_guidance import (
@@ -68,7 +68,8 @@ class DecodeResult:
 class DecodeState:
     """Where the reverse process stands between two guided iterations: enough to continue it exactly.
 
-    `step` and `k` name the next iteration; `generators` are the per-sample generator states.
+    `step` and `k` name the next iteration; `generators` are the per-sample generator states;
+    `history` is a multistep sampler's memory (None for DDPM and DDIM).
     """
 
     step: int
@@ -77,6 +78,7 @@ class DecodeState:
     counts: dict[str, int]
     best: dict[str, Any]
     generators: list[Tensor]
+    history: History | None = None
 
 
 class _Best:
@@ -184,10 +186,11 @@ def guided_decode(
 
             z = z.detach()
             step_noise = initial_noise(generators, z.shape[1:], device) if sampler.stochastic else None
-            z_prev = sampler.step(z, eps_guided, abar_t, abar_prev, step_noise)  # Eq. 4
+            z_prev = sampler.step(z, eps_guided, abar_t, abar_prev, step_noise, run.history)  # Eq. 4
             if k < recurrences - 1:  # Eq. 5: back to t; after the last k, move on without re-noising
                 z = renoise(z_prev, abar_t, abar_prev, initial_noise(generators, z.shape[1:], device))
             else:
+                run.remember(sampler, z, eps_guided, abar_t)
                 z = z_prev
             run.counts["iterations"] += 1
             if on_iteration is not None:
@@ -257,6 +260,7 @@ class DecodeRun:
         self.autocast = torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32)
         self.best = _Best(len(generators))
         self.counts = {"iterations": 0, "unet": 0, "features": 0}
+        self.history: History | None = None
 
     def start(self, resume: DecodeState | None) -> tuple[Tensor, int, int]:
         """The initial z_T, step and k: fresh noise from the generators, or where `resume` stood."""
@@ -264,9 +268,16 @@ class DecodeRun:
             return initial_noise(self.generators, self.backbone.latent_shape, self.device), 0, 0
         self.counts.update(resume.counts)
         self.best.load(resume.best, self.device)
+        if resume.history is not None:
+            self.history = (resume.history[0].to(self.device), resume.history[1])
         for generator, generator_state in zip(self.generators, resume.generators, strict=True):
             generator.set_state(generator_state)
         return resume.z.to(self.device), resume.step, resume.k
+
+    def remember(self, sampler: Sampler, z: Tensor, eps: Tensor, abar_t: float) -> None:
+        """After a timestep's last step: a multistep sampler's history becomes this timestep's x0 (Eq. 1)."""
+        if sampler.multistep:
+            self.history = (predict_x0(z, eps, abar_t).detach(), abar_t)
 
     def score(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Eq. 2 (and the cosine) of decoded images against the target, per sample."""
@@ -315,6 +326,7 @@ class DecodeRun:
 
     def snapshot(self, z: Tensor, step: int, k: int) -> Callable[[], DecodeState]:
         """A function that takes the state before iteration (step, k), for `on_iteration`."""
+        history = self.history
         return lambda: DecodeState(
             step,
             k,
@@ -322,6 +334,7 @@ class DecodeRun:
             dict(self.counts),
             self.best.state(),
             [g.get_state() for g in self.generators],
+            None if history is None else (history[0].cpu(), history[1]),
         )
 
     def result(self, z: Tensor) -> DecodeResult:

@@ -110,7 +110,9 @@ def self_guided_decode(
             distance, cosine = run.score(image)
             run.report(step, t, 0, PRE, image, distance, cosine, None)
             step_noise = initial_noise(generators, z.shape[1:], run.device) if sampler.stochastic else None
-            z = sampler.step(z, eps, abar_t, abar_prev, step_noise)
+            z_prev = sampler.step(z, eps, abar_t, abar_prev, step_noise, run.history)
+            run.remember(sampler, z, eps, abar_t)
+            z = z_prev
         run.counts["iterations"] += 1
         if on_iteration is not None:
             on_iteration(run.snapshot(z, step + 1, 0))
