@@ -13,6 +13,8 @@ are random: the cost does not depend on their values.
     python scripts/bench.py --compare                        # every option alone and together: a table of ratios
     python scripts/bench.py --flops-only --extractor vit_h14 # FLOPs at 512 px on the meta device, in seconds
     python scripts/bench.py --flops-only --gradient z0_hat --backward-steps 3   # a cheaper gradient's FLOPs
+    python scripts/bench.py --digits --flops-only            # fsa's embedded digits DDPM and CNN (16 px)
+    python scripts/bench.py --schedule "sampler=fast guidance=fast"   # a whole schedule's time per run
 
 The speed options are fsa's own (fsa/speed.py, `speed.*` in the config), applied by the same function
 as in a run. `--compare` benchmarks each variant in a fresh process (so peak memory is its own) and
@@ -23,6 +25,7 @@ import argparse
 import itertools
 import json
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -33,12 +36,23 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
-from fsa.diffusion.backbones import LatentDiffusion, stable_diffusion_architecture, tiny_latent_components
+from fsa import ASSETS_DIR, CONF_DIR
+from fsa.config import register_configs
+from fsa.diffusion.backbones import (
+    DiffusionBackbone,
+    LatentDiffusion,
+    load_pixel_diffusion,
+    stable_diffusion_architecture,
+    tiny_latent_components,
+)
 from fsa.diffusion.samplers import DDIMSampler
 from fsa.diffusion.schedule import NoiseSchedule, predict_x0
 from fsa.extractors import OpenCLIPExtractor, TinyExtractor, TorchvisionExtractor
+from fsa.extractors.digits_cnn import DigitsCNNExtractor
 from fsa.guidance.decoder import guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance, squared_distance
 from fsa.guidance.options import GRADIENTS
@@ -49,6 +63,7 @@ PAPER_ITERATIONS = 12_960  # 5 * 1000 + 995 * 8 guided iterations per run
 PAPER_RUN_S = {"clip_rn50": 8_830.0, "resnet50": 8_951.0, "vit_h14": 16_897.0}
 PAPER_MEMORY_GB = {"clip_rn50": 15.1, "resnet50": 14.9, "vit_h14": 19.6}
 EXTRACTORS = ("clip_rn50", "resnet50", "vit_h14")
+SD_TRAIN_TIMESTEPS = 1000
 T = 500  # the timestep: the cost does not depend on it
 # --compare: each option alone, then together (speed=fast). Flags are added to the common ones.
 VARIANTS = {
@@ -66,12 +81,22 @@ VARIANTS = {
     "fast_eager": ["--dtype", "bfloat16", "--channels-last", "--vae-checkpointing"],
     # For memory: fast_eager with the UNet's activations recomputed in the backward pass too.
     "lean": ["--dtype", "bfloat16", "--channels-last", "--vae-checkpointing", "--unet-checkpointing"],
+    # The cheaper gradients (guidance.gradient, guidance.backward_steps), each beside the paper's path.
+    "z0_hat": ["--gradient", "z0_hat"],
+    "backward_1": ["--backward-steps", "1"],
+    "backward_3": ["--backward-steps", "3"],
+    "z0_hat_backward_1": ["--gradient", "z0_hat", "--backward-steps", "1"],
+    # Whole schedules: their gradient options, timed per iteration, times their guided iterations per run.
+    "paper_schedule": ["--schedule", "sampler=ddpm guidance=paper"],
+    "fast_schedule": ["--schedule", "sampler=fast guidance=fast"],
 }
 
 
-def build_extractor(name: str, tiny: bool):
+def build_extractor(name: str, tiny: bool, digits: bool = False):
     if tiny:
         return TinyExtractor()
+    if digits:
+        return DigitsCNNExtractor()
     if name == "clip_rn50":
         return OpenCLIPExtractor(model_name="RN50", pretrained=None)
     if name == "resnet50":
@@ -85,8 +110,10 @@ def build_extractor(name: str, tiny: bool):
     )
 
 
-def build_backbone(image_size: int, tiny: bool) -> LatentDiffusion:
-    """SD 1.4's UNet and VAE (their configs, random weights), or fsa's tiny ones."""
+def build_backbone(image_size: int, tiny: bool, digits: bool = False) -> DiffusionBackbone:
+    """SD 1.4's UNet and VAE (their configs, random weights), fsa's tiny ones, or its digits DDPM."""
+    if digits:
+        return load_pixel_diffusion(str(ASSETS_DIR / "digits" / "ddpm"), "unet")
     if tiny:
         unet, vae, _ = tiny_latent_components()
     else:  # the networks of the shipped SD v1 architecture (the text encoder is not needed: zero conditioning)
@@ -113,16 +140,16 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: 
     return statistics.median(times)
 
 
-def count_flops(parts: dict[str, Callable[[], object]]) -> int:
-    """FLOPs of one run of each part, summed."""
+def count_flops(parts: dict[str, Callable[[], object]]) -> dict[str, int]:
+    """FLOPs of one run of each part, by part."""
     # The iteration's arithmetic is that of its parts (the rest is element-wise and negligible); they
     # are counted one by one because FlopCounterMode's module hooks reject the decoder's autograd.grad.
     # Compiled code does not dispatch aten ops one by one, so it is counted run eagerly (same arithmetic).
-    flops = 0
-    for fn in parts.values():
+    flops = {}
+    for name, fn in parts.items():
         with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
             fn()
-        flops += int(counter.get_total_flops())
+        flops[name.removesuffix("_s")] = int(counter.get_total_flops())
     return flops
 
 
@@ -133,8 +160,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     # On CUDA the random weights are made there (SD's UNet and ViT-H/14 initialise in seconds instead of
     # a minute on the CPU); a meta-device probe has no values to return, so --flops-only builds on the CPU.
     with torch.device(device if device.type == "cuda" else "cpu"):
-        backbone = build_backbone(args.image_size, args.tiny).to(device)
-        extractor = build_extractor(args.extractor, args.tiny)
+        backbone = build_backbone(args.image_size, args.tiny, args.digits).to(device)
+        extractor = build_extractor(args.extractor, args.tiny, args.digits)
         feature_dim = extractor.feature_dim
     extractor = extractor.to(device)
     apply_speed_options(backbone, extractor, speed_options(args))
@@ -218,11 +245,20 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         parts["backward_guidance_s"] = backward_guidance
     if not args.no_post_check:
         parts["post_check_s"] = post_check
+    flops_per_part = count_flops(parts)
+    flops = sum(flops_per_part.values())
     if device.type == "meta":  # --flops-only: shapes without values, so arithmetic without time
-        return {"image_size": args.image_size, "extractor": args.extractor, "flops_per_iteration": count_flops(parts)}
+        return {
+            "image_size": args.image_size,
+            "extractor": extractor_name(args),
+            "flops_per_iteration": flops,
+            "flops_per_part": flops_per_part,
+            "schedule": args.schedule,
+            "iterations_per_run": args.iterations_per_run,
+            "flops_per_run": flops * args.iterations_per_run,
+        }
     result = {"iteration_s": iteration_seconds()}
     result |= {name: median_seconds(fn, args.repeats, args.warmup, device) for name, fn in parts.items()}
-    flops = count_flops(parts)
 
     parts = sum(v for k, v in result.items() if k != "iteration_s")
     if device.type == "cuda":
@@ -231,13 +267,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         peak_memory, memory_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_peak_rss"
     achieved = flops / result["iteration_s"] / 1e12
     peak_fraction = achieved / args.peak_tflops if args.peak_tflops and device.type == "cuda" else None
-    projected = PAPER_ITERATIONS * result["iteration_s"]
-    paper_run_s = PAPER_RUN_S["clip_rn50" if args.tiny else args.extractor]
+    projected = args.iterations_per_run * result["iteration_s"]
+    paper_run_s = PAPER_RUN_S[args.extractor if extractor_name(args) in PAPER_RUN_S else "clip_rn50"]
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": args.dtype,
-        "extractor": "tiny" if args.tiny else args.extractor,
-        "backbone": "tiny" if args.tiny else "sd-1.4 shapes (random weights)",
+        "extractor": extractor_name(args),
+        "backbone": "tiny" if args.tiny else "digits" if args.digits else "sd-1.4 shapes (random weights)",
         "image_size": args.image_size,
         "batch": args.batch,
         "speed_options": speed_options(args).enabled(),
@@ -257,7 +293,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "peak_fraction": peak_fraction,
         "peak_memory_bytes": int(peak_memory),
         "peak_memory_kind": memory_kind,
-        "iterations_per_run": PAPER_ITERATIONS,
+        "schedule": args.schedule,
+        "iterations_per_run": args.iterations_per_run,
         "projected_run_s": projected,
         "paper_run_s": paper_run_s,
         "paper_iteration_s": paper_run_s / PAPER_ITERATIONS,
@@ -287,7 +324,7 @@ def table(r: dict) -> str:
         rows.append(("fraction of peak", f"{r['peak_fraction']:.1%} of {r['peak_tflops']} TFLOP/s"))
     rows += [
         ("peak memory", f"{r['peak_memory_bytes'] / 2**30:.2f} GiB   ({r['peak_memory_kind']})"),
-        ("projected run", f"{r['projected_run_s']:.0f} s = {PAPER_ITERATIONS} x iteration"),
+        ("projected run", f"{r['projected_run_s']:.0f} s = {r['iterations_per_run']} x iteration"),
         ("paper run", f"{r['paper_run_s']:.0f} s   (projected / paper = {r['projected_over_paper']:.2f})"),
     ]
     width = max(len(name) for name, _ in rows)
@@ -329,6 +366,20 @@ def compare(args: argparse.Namespace, argv: list[str]) -> list[dict]:
     return results
 
 
+def schedule_guidance(overrides: str) -> tuple[FeatureGuidance, int]:
+    """The guidance options and guided iterations per run of fsa's config composed with `overrides`."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=shlex.split(overrides))
+    guidance = instantiate(cfg.guidance)
+    sampler = instantiate(cfg.sampler)
+    return guidance, guidance.total_iterations(len(sampler.timesteps(SD_TRAIN_TIMESTEPS)))
+
+
+def extractor_name(args: argparse.Namespace) -> str:
+    return "tiny" if args.tiny else "digits_cnn" if args.digits else args.extractor
+
+
 def write_json(path: Path, figures: dict | list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures, indent=2) + "\n")
@@ -345,7 +396,7 @@ def comparison_table(results: list[dict]) -> str:
         f"speed-up and memory relative to '{base['variant']}'",
         "",
         "| variant | s / iteration | s / sample-iteration | speed-up | overhead ratio | peak memory (GiB) "
-        "| memory ratio | projected paper run (s) |",
+        "| memory ratio | projected run (s) |",
         "|" + "---|" * 8,
     ]
     for r in results:
@@ -372,6 +423,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--tiny", action="store_true", help="fsa's tiny random backbone and extractor")
+    parser.add_argument("--digits", action="store_true", help="fsa's embedded digits DDPM and CNN (16 px)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for the achieved fraction")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     options = parser.add_argument_group("speed options (fsa/speed.py)")
@@ -385,12 +437,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     guidance.add_argument("--gradient", choices=GRADIENTS, default="z_t", help="z0_hat: no UNet backward")
     guidance.add_argument("--backward-steps", type=int, default=0, help="backward guidance steps per iteration")
     parser.add_argument("--flops-only", action="store_true", help="count FLOPs on the meta device: no time, any size")
+    parser.add_argument(
+        "--schedule",
+        default=None,
+        help="fsa overrides (e.g. 'sampler=fast guidance=fast'): their gradient options, and their guided "
+        "iterations per run in place of the paper schedule's 12,960",
+    )
     parser.add_argument("--compare", nargs="*", choices=tuple(VARIANTS), default=None, help="variants (none: all)")
     args = parser.parse_args(argv)
     if args.compare is not None and not args.compare:
         args.compare = list(VARIANTS)
     if args.flops_only:
         args.device = "meta"
+    if args.digits:
+        args.image_size = 16  # the embedded model's size
+    args.iterations_per_run = PAPER_ITERATIONS
+    if args.schedule is not None:
+        guidance, args.iterations_per_run = schedule_guidance(args.schedule)
+        args.gradient, args.backward_steps = guidance.gradient, guidance.backward_steps
+        args.no_post_check = not guidance.post_check
     if args.image_size is None:
         args.image_size = 64 if args.device == "cpu" else 512
     if args.image_size % 8 or args.batch < 1 or args.repeats < 1 or args.warmup < 0:
@@ -407,11 +472,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.flops_only:
         figures = run_benchmark(args)
         tflop = figures["flops_per_iteration"] / 1e12
-        paper_s = PAPER_RUN_S[args.extractor] / PAPER_ITERATIONS
         text = (
-            f"{args.extractor}, {args.image_size} px: {tflop:.3f} TFLOP per guided iteration (batch {args.batch})\n"
-            f"  at the paper's {paper_s:.2f} s per iteration: {tflop / paper_s:.1f} TFLOP/s achieved"
+            f"{figures['extractor']}, {args.image_size} px: {tflop:.4g} TFLOP per guided iteration (batch {args.batch})"
         )
+        per_run = tflop * args.iterations_per_run / 1e3
+        text += f"\n  x {args.iterations_per_run:,} guided iterations per run: {per_run:.4g} PFLOP"
+        if figures["extractor"] in PAPER_RUN_S:
+            paper_s = PAPER_RUN_S[args.extractor] / PAPER_ITERATIONS
+            text += f"\n  at the paper's {paper_s:.2f} s per iteration: {tflop / paper_s:.1f} TFLOP/s achieved"
     else:
         figures = run_benchmark(args)
         text = table(figures)

@@ -61,11 +61,29 @@ def goals(tables: dict[str, list[dict]]) -> list[dict]:
     return verdicts
 
 
+def schedule_lines(tables: dict[str, list[dict]]) -> list[str]:
+    """Time per sample of each whole schedule measured (bench.py --schedule), and the ratio to the first."""
+    rows = [r for results in tables.values() for r in results if "error" not in r and r.get("schedule")]
+    if not rows:
+        return []
+    lines = ["", "| schedule | guided iterations | s / sample-iteration | time per sample (s) | vs the first |"]
+    lines.append("|---|---|---|---|---|")
+    first = rows[0]["sample_iteration_s"] * rows[0]["iterations_per_run"]
+    for r in rows:
+        per_sample = r["sample_iteration_s"] * r["iterations_per_run"]
+        lines.append(
+            f"| `{r['schedule']}` | {r['iterations_per_run']:,} | {r['sample_iteration_s']:.4f} | {per_sample:.0f} "
+            f"| 1/{first / per_sample:.3g} |"
+        )
+    return lines
+
+
 def markdown(verdicts: list[dict], tables: dict[str, list[dict]]) -> str:
     lines = ["| goal | measured | limit | met |", "|---|---|---|---|"]
     for v in verdicts:
         met = {True: "yes", False: "**no**", None: "not measured"}[v["met"]]
         lines.append(f"| {v['goal']} | {v['measured']} | {v['limit']} | {met} |")
+    lines += schedule_lines(tables)
     lines.append("")
     lines.append(f"The paper's peak GPU memory (RTX 3090, batch 1): {PAPER_MEMORY_GB} GB.")
     for name, results in tables.items():

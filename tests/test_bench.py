@@ -137,3 +137,34 @@ def test_cheaper_gradients_are_timed_and_counted(tmp_path):
     assert bench.main([*common, *timed]) == 0
     figures = json.loads((tmp_path / "t.json").read_text())
     assert figures["unet_fwd_s"] > 0 and figures["backward_guidance_s"] > 0 and "unet_fwd_bwd_s" not in figures
+
+
+def test_a_schedule_is_costed_from_the_config_a_user_composes(tmp_path):
+    """--schedule takes the gradient options and the guided iterations per run from fsa's config."""
+    bench = load_script("bench")
+    common = ["--tiny", "--image-size", "64", "--repeats", "1", "--warmup", "0"]
+    schedule = ["--schedule", "sampler=ddim sampler.num_steps=30 guidance=k1 guidance.backward_steps=2"]
+    assert bench.main([*common, "--flops-only", *schedule, "--json", str(tmp_path / "s.json")]) == 0
+    assert bench.main([*common, "--flops-only", "--backward-steps", "2", "--json", str(tmp_path / "b.json")]) == 0
+    costed, by_hand = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("s", "b"))
+    assert costed["flops_per_iteration"] == by_hand["flops_per_iteration"]
+    assert (costed["iterations_per_run"], costed["flops_per_run"]) == (30, 30 * by_hand["flops_per_iteration"])
+    assert by_hand["iterations_per_run"] == 12_960  # without --schedule: the paper schedule
+    assert bench.main([*common, "--device", "cpu", *schedule, "--json", str(tmp_path / "t.json")]) == 0
+    timed = json.loads((tmp_path / "t.json").read_text())
+    assert timed["backward_steps"] == 2 and timed["projected_run_s"] == pytest.approx(30 * timed["iteration_s"])
+    figures = load_script("gpu_figures")
+    paper = {**timed, "schedule": "sampler=ddpm guidance=paper", "iterations_per_run": 12_960}
+    lines = figures.schedule_lines(
+        {"schedules_clip_rn50": [{"variant": "paper_schedule", **paper}, {"variant": "fast_schedule", **timed}]}
+    )
+    assert lines[-1].endswith(f"| 1/{12_960 / 30:.3g} |")
+
+
+def test_digits_flops_have_no_decoder(tmp_path):
+    """--digits counts fsa's embedded pixel-space DDPM and CNN at 16 px: its decoder is the identity."""
+    bench = load_script("bench")
+    assert bench.main(["--digits", "--flops-only", "--backward-steps", "1", "--json", str(tmp_path / "d.json")]) == 0
+    parts = json.loads((tmp_path / "d.json").read_text())["flops_per_part"]
+    assert parts["vae_decode_fwd_bwd"] == 0 and parts["unet_fwd_bwd"] > 0
+    assert parts["backward_guidance"] == parts["extractor_fwd_bwd"] > 0

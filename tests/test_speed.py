@@ -151,8 +151,14 @@ def assert_same_iteration(got, expected, distance: float, gradient: float, image
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_fast_options_on_cuda_match_the_plain_cuda_path(plain):
-    """speed=fast without bf16 (compared separately): channels_last + compile + SDPA + checkpointing on a GPU."""
+def test_fast_options_on_cuda_match_the_plain_cuda_path(plain, monkeypatch):
+    """speed=fast without bf16 (compared separately): channels_last + compile + SDPA + checkpointing on a GPU.
+
+    Both paths in full fp32. With cuDNN's default TF32 convolutions (chosen differently per memory
+    format and by the compiler) the gradient differed by 4 % of its norm on an H200 (2026-12-04), with
+    the distance within tolerance; TF32 keeps 10 mantissa bits. Not yet run on a GPU with TF32 off."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     backbone, extractor, target, _ = plain
     cuda = torch.device("cuda")
     backbone, extractor, target = copy.deepcopy(backbone).to(cuda), copy.deepcopy(extractor).to(cuda), target.to(cuda)
@@ -160,5 +166,4 @@ def test_fast_options_on_cuda_match_the_plain_cuda_path(plain):
     apply_speed_options(
         backbone, extractor, SpeedOptions(channels_last=True, compile=True, vae_activation_checkpointing=True)
     )
-    # cuDNN may run fp32 convolutions in TF32 (PyTorch's default), differently per memory format.
     assert_same_iteration(first_iteration(backbone, extractor, target), expected, distance=5e-3, gradient=1e-2)
