@@ -34,7 +34,7 @@ bench: install  ## time one guided iteration and its parts (SD 1.4 shapes, rando
 gpu-check: install  ## on a CUDA machine: gpu tests, the main job, the bench at 512 px (~6.5 min on an H200)
 	PYTHON=$(PY) bash scripts/gpu_check.sh $(ARGS)
 
-study: install  ## best distance against guided iterations on digits, paper schedule vs cheaper ones (CPU, ~75 min)
+study: install  ## the schedule study on digits: best and final distance against FLOPs on two target sets (~40 min)
 	$(PY) scripts/schedule_study.py $(ARGS)
 
 lint: install  ## ruff

@@ -1,302 +1,265 @@
-"""Fewer guided iterations for the same distance: best distance against guided iterations on the
-embedded digits setup, for the paper's schedule and cheaper ones.
+"""The schedule study: which sampler, K schedule and gradient reach the paper schedule's best *and* final
+distances for the least work, picked on one set of held-out digit targets and reported on another.
 
-Every schedule decodes the same held-out digit targets from the same seeds through fsa's own decoder
-(`guided_decode`) with the embedded DDPM and CNN. Per schedule it records the median, over samples,
-of the best squared distance found so far after each guided iteration (the curve), the final
-figures, the oracle's agreement with the target's class, and the wall time. A schedule "matches"
-when its median best distance is at most the reference schedule's (the first one, the paper's).
+A case is the overrides a user types after `fsa`. Every case runs on both target sets as
 
-A schedule is written SAMPLER STEPS : [EARLY_K x EARLY_STEPS +] K [+ LATE_K x LATE_STEPS], e.g.
-    ddpm1000:1000x5+8   the paper: DDPM over 1000 timesteps, K = 1000 for 5 steps, then 8
-    ddim50:20x5+4       DDIM 50, K = 20 for 5 steps, then 4 (guidance=quick)
-    ddim100:1           DDIM 100, one guided iteration per timestep
-    ddpm1000:1+8x40     DDPM 1000, K = 1, but 8 for the last 40 timesteps
-and is run with `--w-g` (several values: a sweep) and with the post-guidance check unless
-`--no-post-check` variants are asked for.
+    fsa <case> dataset.skip=S max_samples=SEEDS baselines=[] logger.mode=disabled progress=false
 
-    python scripts/schedule_study.py                          # the full study, about 75 min on 2 cores
-    python scripts/schedule_study.py --schedules ddim50:1 ddim50:20x5+4 --per-class 1 --seeds 1
+in a subprocess, S = 0 the pick set and S = 1 the report set (each 10 held-out digits, one per class,
+disjoint). The study reads each run's summary.json and counts the case's network FLOPs per sample with
+scripts/bench.py's counter: at the embedded digits size, and projected to SD 1.4 at 512 px with CLIP
+RN50 (the paper's Fig. 3 setting), from the run's own counts of guided iterations and post checks.
 
-Results (one JSON per case, so an interrupted study resumes), `table.md`, `results.json` and
-`curve.png` go to --out.
+    python scripts/schedule_study.py                                 # every case, both sets (~40 min)
+    python scripts/schedule_study.py --cases paper fast --seeds 3
+    python scripts/schedule_study.py --case "mine=sampler=ddim sampler.num_steps=300 guidance=k1"
+
+A case "meets the goal" on a set when its median best and mean final distances are at most the paper
+schedule's, its oracle agreement (best and final images) at least the paper's, and its SD FLOPs per
+sample at most 1/25 of the paper's. Results: OUT/<case>/skip<S>/ (fsa's run folders; a finished one is
+reused), results.json, table.md and work.png (best and final distance against FLOPs, report set).
 """
 
 import argparse
 import json
-import re
+import shlex
+import subprocess
 import sys
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
+import matplotlib
 
-from fsa import ASSETS_DIR
-from fsa.data.digits import DigitsTargets
-from fsa.diffusion.backbones import PixelDiffusion, load_pixel_diffusion
-from fsa.diffusion.samplers import DDIMSampler, DDPMSampler
-from fsa.evaluation import DigitsOracle
-from fsa.extractors.digits_cnn import DigitsCNNExtractor
-from fsa.guidance.decoder import Evaluation, guided_decode
-from fsa.guidance.feature_guidance import FeatureGuidance
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import yaml
 
-DEFAULT_SCHEDULES = (
-    "ddpm1000:1000x5+8",  # the paper (12,960 iterations): the reference
-    "ddpm1000:1",
-    "ddim50:1",
-    "ddim50:5x5+2",
-    "ddim50:20x5+4",
-    "ddim50:20x5+8",
-    "ddim50:100x5+8",
-    "ddim100:1",
-    "ddim100:5x5+2",
-    "ddim100:20x5+4",
-    "ddim100:20x5+8",
-    "ddim250:1",
-    "ddim250:5x5+2",
-    "ddim250:20x5+4",
-    "ddim500:1",
-    "ddim1000:1",
-    "ddpm500:1",
-    "ddpm500:2",
-    "ddpm1000:20x5+1",
-    "ddpm1000:50x5+1",
-    "ddpm1000:1+2x250",
-    "ddpm1000:1+4x96",
-    "ddpm1000:1+8x40",
-    "ddpm500:1+4x100",
-)
-# Also run at every other w_g (the paper's App. B values), and without (or with a thinned) post check.
-SWEPT = ("ddim50:20x5+4", "ddim100:20x5+4", "ddim250:1", "ddim500:1", "ddim1000:1", "ddpm1000:1")
-SPEC = re.compile(r"^(ddpm|ddim)(\d+):(?:(\d+)x(\d+)\+)?(\d+)(?:\+(\d+)x(\d+))?$")
-CURVE_POINTS = 400  # the curve is kept at about this many log-spaced iterations
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench
+
+from fsa.guidance.options import GRADIENTS
+
+REFERENCE = "paper"
+CASES = {
+    REFERENCE: "sampler=ddpm guidance=paper",  # 12,960 guided iterations: the reference
+    "quick": "guidance=quick",  # the default: DDIM 50, K 20 x 5 then 4
+    "ddim1000_k1": "sampler=ddim1000 guidance=k1",  # the earlier study's pick (best distance only)
+    "ddim500_k1_w2": "sampler=ddim sampler.num_steps=500 guidance=k1 guidance.w_g=2",
+    "ddim300_k1_backward1": "sampler=ddim sampler.num_steps=300 guidance=k1 guidance.backward_steps=1",
+    "ddim680_k1_w1_nopost": "sampler=ddim sampler.num_steps=680 guidance=k1 guidance.w_g=1 guidance.post_check=false",
+    "dpmpp680_k1_w1_nopost": "sampler=dpmpp sampler.num_steps=680 guidance=k1 guidance.w_g=1 guidance.post_check=false",
+    "ddim500_k1_w1_nopost": "sampler=ddim sampler.num_steps=500 guidance=k1 guidance.w_g=1 guidance.post_check=false",
+    "ddim400_k1_w1_nopost": "sampler=ddim sampler.num_steps=400 guidance=k1 guidance.w_g=1 guidance.post_check=false",
+    "dpmpp400_k1_w1_nopost": "sampler=dpmpp sampler.num_steps=400 guidance=k1 guidance.w_g=1 guidance.post_check=false",
+    "ddim250_k1_w1_nopost": "sampler=ddim sampler.num_steps=250 guidance=k1 guidance.w_g=1 guidance.post_check=false",
+    "ddim250_k1_w1_nopost_backward1": (
+        "sampler=ddim sampler.num_steps=250 guidance=k1 guidance.w_g=1 guidance.post_check=false "
+        "guidance.backward_steps=1"
+    ),
+    "fast": "sampler=fast guidance=fast",  # the preset: the cheapest case that meets the goal on the pick set
+}
+PICK, REPORT = 0, 1
+SETS = {PICK: "pick", REPORT: "report"}
+FLOP_BUDGET = 1 / 25  # of the paper schedule's network FLOPs per sample
+SIZES = {"digits": ["--digits"], "sd512": ["--extractor", "clip_rn50", "--image-size", "512"]}
 
 
-@dataclass(frozen=True)
-class Case:
-    """One schedule with one guidance weight, with the post-guidance check, thinned or not, or without."""
-
-    schedule: str
-    w_g: float
-    post_check: bool
-    post_check_every: int = 1
-
-    @property
-    def key(self) -> str:
-        name = self.schedule.replace(":", "_").replace("+", "p")
-        post = "" if self.post_check_every == 1 else f"_post{self.post_check_every}"
-        return f"{name}_wg{self.w_g:g}" + (post if self.post_check else "_nopost")
-
-    def parts(self) -> tuple[DDPMSampler | DDIMSampler, FeatureGuidance]:
-        match = SPEC.match(self.schedule)
-        if match is None:
-            raise ValueError(
-                f"schedule '{self.schedule}' is not SAMPLER STEPS:[EARLY_KxEARLY_STEPS+]K[+LATE_KxLATE_STEPS]"
-            )
-        kind, steps, early_k, early_steps, k, late_k, late_steps = match.groups()
-        sampler = DDPMSampler(num_steps=int(steps)) if kind == "ddpm" else DDIMSampler(num_steps=int(steps))
-        schedule = {"early_k": int(early_k), "early_steps": int(early_steps)} if early_k else {"early_steps": 0}
-        if late_k:
-            schedule |= {"late_k": int(late_k), "late_steps": int(late_steps)}
-        post = {"post_check": self.post_check, "post_check_every": self.post_check_every}
-        return sampler, FeatureGuidance(w_g=self.w_g, k=int(k), **post, **schedule)
-
-    def iterations(self) -> int:
-        sampler, guidance = self.parts()
-        return guidance.total_iterations(sampler.num_steps)
+def command(overrides: str, skip: int, seeds: int, extra: list[str]) -> list[str]:
+    """The `fsa` command line of one case on one target set (what table.md prints)."""
+    common = [f"dataset.skip={skip}", f"max_samples={seeds}", "baselines=[]", "logger.mode=disabled", "progress=false"]
+    return ["fsa", *shlex.split(overrides), *common, *extra]
 
 
-@dataclass
-class Setup:
-    """The embedded digits models, the targets (one row per sample) and the oracle: loaded once."""
-
-    backbone: PixelDiffusion
-    extractor: DigitsCNNExtractor
-    features: torch.Tensor  # (N, 64): each target repeated once per seed
-    labels: torch.Tensor  # (N,)
-    seeds: list[int]  # sample i of every target starts from seed i, as in fsa's runner
-    oracle: DigitsOracle
-
-
-def load_setup(per_class: int, seeds: int, limit: int | None) -> Setup:
-    backbone = load_pixel_diffusion(str(ASSETS_DIR / "digits" / "ddpm"), subfolder="unet")
-    extractor = DigitsCNNExtractor()
-    targets = DigitsTargets(per_class=per_class, limit=limit).load(extractor)
-    features = torch.stack([t.feature for t in targets]).repeat_interleave(seeds, dim=0)
-    labels = torch.tensor([t.label for t in targets]).repeat_interleave(seeds)
-    return Setup(backbone, extractor, features, labels, list(range(seeds)) * len(targets), DigitsOracle())
+def run_case(overrides: str, skip: int, seeds: int, extra: list[str], folder: Path) -> dict:
+    """fsa's summary of the case on a target set, running it first unless a finished run is there."""
+    summary_file = folder / "summary.json"
+    if not summary_file.exists() or json.loads(summary_file.read_text()).get("status") != "complete":
+        argv = command(overrides, skip, seeds, extra)
+        print("$", shlex.join(argv), flush=True)
+        fsa = [sys.executable, "-m", "fsa", *argv[1:], f"hydra.run.dir={folder}"]
+        done = subprocess.run(fsa, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{shlex.join(argv)} failed:\n{done.stderr[-4000:]}")
+    return json.loads(summary_file.read_text())
 
 
-def run_case(case: Case, setup: Setup) -> dict:
-    """Decode every target from each seed (all in one batch) with this case's sampler and guidance."""
-    sampler, guidance = case.parts()
-    generators = [torch.Generator().manual_seed(seed) for seed in setup.seeds]
+def flops_per_part(size: str, tiny: bool, cache: Path) -> dict[str, int]:
+    """bench.py's FLOPs of one guided iteration's parts at `size`: both UNet parts (with and without its
+    backward), one backward-guidance step and the post check; cached in `cache`. `tiny` counts bench's
+    tiny networks in place of SD's (for tests)."""
+    counted = json.loads(cache.read_text()) if cache.exists() else {}
+    if size not in counted:
+        networks = ["--tiny"] if tiny and size == "sd512" else SIZES[size]
+        parts: dict[str, int] = {}
+        for gradient in GRADIENTS:
+            args = bench.parse_args([*networks, "--flops-only", "--gradient", gradient, "--backward-steps", "1"])
+            parts |= bench.run_benchmark(args)["flops_per_part"]
+        counted[size] = parts
+        cache.write_text(json.dumps(counted, indent=2) + "\n")
+    return counted[size]
 
-    total = case.iterations()
-    keep = {round(x) for x in torch.logspace(0, torch.log10(torch.tensor(float(total))), CURVE_POINTS).tolist()}
-    curve: dict[int, float] = {}
 
-    def record(evaluation: Evaluation) -> None:
-        done = evaluation.iteration + 1  # guided iterations so far, this one included
-        if done in keep or done == total:
-            curve[done] = evaluation.best_distance.median().item()
+def flops_per_sample(summary: dict, guidance: dict, parts: dict[str, int]) -> float:
+    """Network FLOPs of one sample: per guided iteration the gradient (Eq. 3's g; `guidance.gradient`),
+    `backward_steps` backward-guidance steps, and the post checks the run made (counted from its
+    feature evaluations: one per iteration for g, one per backward step, one per post check, one final)."""
+    sample = summary["samples"][0]
+    iterations = sample["guided_iterations"]
+    unet = parts["unet_fwd_bwd"] if guidance["gradient"] == "z_t" else parts["unet_fwd"]
+    gradient = unet + parts["vae_decode_fwd_bwd"] + parts["extractor_fwd_bwd"]
+    backward_steps = guidance["backward_steps"]
+    post_checks = sample["feature_evaluations"] - iterations * (1 + backward_steps) - 1
+    return iterations * (gradient + backward_steps * parts["backward_guidance"]) + post_checks * parts["post_check"]
 
-    start = time.perf_counter()
-    result = guided_decode(
-        setup.backbone, sampler, guidance, setup.extractor, setup.features, generators, callback=record
-    )
-    wall = time.perf_counter() - start
 
-    def oracle_agreement(images: torch.Tensor) -> float:
-        classes = setup.oracle.predict_proba(((images + 1) / 2).clamp(0, 1)).argmax(dim=1)
-        return (classes == setup.labels).float().mean().item()
-
+def figures(summary: dict) -> dict:
     return {
-        **asdict(case),
-        "key": case.key,
-        "iterations": result.guided_iterations,
-        "feature_evaluations": result.feature_evaluations,  # decodes + extractions: pre, post checks, final
-        "samples": len(generators),
-        "median_best_distance": result.best_distance.median().item(),
-        "mean_best_distance": result.best_distance.mean().item(),
-        "median_final_distance": result.final_distance.median().item(),
-        "best_distances": result.best_distance.tolist(),
-        "oracle_agreement_best": oracle_agreement(result.best_image),
-        "oracle_agreement_final": oracle_agreement(result.final_image),
-        "wall_s": wall,
-        "s_per_iteration": wall / result.guided_iterations,
-        "curve": sorted(curve.items()),
+        "median_best_distance": summary["median_best_distance"],
+        "mean_final_distance": summary["mean_final_distance"],
+        "best_oracle_agreement": summary["best_oracle_agreement"],
+        "final_oracle_agreement": summary["final_oracle_agreement"],
+        "wall_time_s": summary["wall_time_s"],
+        "samples": len(summary["samples"]),
     }
 
 
-def summarise(results: list[dict]) -> dict:
-    """The reference (first case), which cases match it, and the cheapest that does."""
+def meets_goal(case: dict, reference: dict, target_set: str) -> bool:
+    got, paper = case[target_set], reference[target_set]
+    return (
+        got["median_best_distance"] <= paper["median_best_distance"]
+        and got["mean_final_distance"] <= paper["mean_final_distance"]
+        and all(got[f"{kind}_oracle_agreement"] >= paper[f"{kind}_oracle_agreement"] for kind in ("best", "final"))
+        and case["flops_fraction"] <= FLOP_BUDGET
+    )
+
+
+def study(cases: dict[str, str], seeds: int, extra: list[str], out: Path, tiny_flops: bool) -> dict:
+    """Every case on both sets; its FLOPs per sample; the verdicts against the reference (the first case)."""
+    parts = {size: flops_per_part(size, tiny_flops, out / "flops.json") for size in SIZES}
+    results = []
+    for name, overrides in cases.items():
+        result: dict = {"case": name, "overrides": overrides}
+        for skip, target_set in SETS.items():
+            summary = run_case(overrides, skip, seeds, extra, out / name / f"skip{skip}")
+            result[target_set] = figures(summary)
+            result["command"] = shlex.join(command(overrides, skip, seeds, extra))  # the report set's
+        guidance = yaml.safe_load((out / name / f"skip{REPORT}" / "config.yaml").read_text())["guidance"]
+        result["guided_iterations"] = summary["guided_iterations_per_sample"]
+        for size in SIZES:
+            result[f"flops_{size}"] = flops_per_sample(summary, guidance, parts[size])
+        results.append(result)
     reference = results[0]
-    for r in results:
-        r["matches_reference"] = r["median_best_distance"] <= reference["median_best_distance"]
-        r["iteration_fraction"] = r["iterations"] / reference["iterations"]
-    matching = [r for r in results[1:] if r["matches_reference"]]
-    cheapest = min(matching, key=lambda r: (r["iterations"], r["median_best_distance"]), default=None)
-    return {"reference": reference["key"], "cheapest_match": cheapest and cheapest["key"], "cases": results}
+    for result in results:
+        result["flops_fraction"] = result["flops_sd512"] / reference["flops_sd512"]
+        for target_set in SETS.values():
+            result[f"meets_goal_{target_set}"] = meets_goal(result, reference, target_set)
+    return {"reference": reference["case"], "flop_budget": FLOP_BUDGET, "pick": pick(results), "cases": results}
 
 
-def post_check(case: dict) -> str:
-    every = case.get("post_check_every", 1)  # absent from results saved before the option existed
-    return "off" if not case["post_check"] else ("every" if every == 1 else f"every {every}th and last")
+def pick(results: list[dict]) -> str | None:
+    """The case a preset should be: of those that meet the goal on the pick set, the fewest FLOPs; among
+    equals, the one whose worse distance ratio to the paper's (best or final) is smaller. Never the
+    reference, nor `fast` itself (the pick, once chosen)."""
+    reference = results[0]["pick"]
+
+    def worse_ratio(r: dict) -> float:
+        return max(r["pick"][k] / reference[k] for k in ("median_best_distance", "mean_final_distance"))
+
+    meeting = [r for r in results[1:] if r["meets_goal_pick"] and r["case"] != "fast"]
+    return min(meeting, key=lambda r: (r["flops_sd512"], worse_ratio(r)))["case"] if meeting else None
 
 
 def markdown_table(summary: dict) -> str:
-    header = (
-        "| schedule | w_g | post check | guided iterations | fraction of paper | median best distance "
-        "| median final distance | oracle agrees (best) | s / iteration | matches paper |"
-    )
-    lines = [header, "|" + "---|" * 10]
-    for r in sorted(summary["cases"], key=lambda r: (r["iterations"], r["w_g"])):
-        mark = "reference" if r["key"] == summary["reference"] else ("yes" if r["matches_reference"] else "no")
-        mark = f"**{mark} (cheapest)**" if r["key"] == summary["cheapest_match"] else mark
-        lines.append(
-            f"| {r['schedule']} | {r['w_g']:g} | {post_check(r)} | {r['iterations']} "
-            f"| {r['iteration_fraction']:.3f} | {r['median_best_distance']:.2f} | {r['median_final_distance']:.2f} "
-            f"| {r['oracle_agreement_best']:.2f} | {r['s_per_iteration']:.3f} | {mark} |"
+    lines = [
+        "| case | guided iterations | GFLOP / sample (digits) | PFLOP / sample (SD 512) | fraction of paper "
+        "| best, pick | final, pick | best, report | final, report | oracle best / final, report "
+        "| wall s per run, report | goal: pick / report |",
+        "|" + "---|" * 12,
+    ]
+    for r in summary["cases"]:
+        pick, report = r["pick"], r["report"]
+        goal = (
+            "reference"
+            if r["case"] == summary["reference"]
+            else (f"{'yes' if r['meets_goal_pick'] else 'no'} / {'yes' if r['meets_goal_report'] else 'no'}")
         )
+        goal += " (**the pick**)" if r["case"] == summary["pick"] else ""
+        lines.append(
+            f"| `{r['case']}` | {r['guided_iterations']:,} | {r['flops_digits'] / 1e9:.4g} "
+            f"| {r['flops_sd512'] / 1e15:.3g} | 1/{1 / r['flops_fraction']:.3g} "
+            f"| {pick['median_best_distance']:.3g} | {pick['mean_final_distance']:.3g} "
+            f"| {report['median_best_distance']:.3g} | {report['mean_final_distance']:.3g} "
+            f"| {report['best_oracle_agreement']:.2f} / {report['final_oracle_agreement']:.2f} "
+            f"| {report['wall_time_s']:.0f} | {goal} |"
+        )
+    lines += ["", "Each case's command (the report set; `dataset.skip=0` for the pick set):", ""]
+    lines += [f"- `{r['case']}`: `{r['command']}`" for r in summary["cases"]]
     return "\n".join(lines)
 
 
-def plot(summary: dict, path: Path) -> None:
-    """Left: median best distance against guided iterations, a curve per schedule at the first w_g.
-    Right: where every case ends, by w_g; the paper's median and a tenth of its iterations dotted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    reference = summary["cases"][0]
-    fig, (curves, ends) = plt.subplots(1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [3, 2]})
-    for r in summary["cases"]:
-        if r["w_g"] != reference["w_g"] or post_check(r) != "every":
-            continue
-        x, y = zip(*r["curve"], strict=True)
-        style = {"color": "black", "linewidth": 2.5} if r["key"] == summary["reference"] else {"linewidth": 1.1}
-        curves.plot(x, y, label=f"{r['schedule']} ({r['iterations']})", **style)
-    curves.set_title(
-        f"median best distance during the run (w_g = {reference['w_g']:g}, {reference['samples']} samples)"
-    )
-    curves.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    w_gs = sorted({r["w_g"] for r in summary["cases"]})
-    colours = plt.get_cmap("viridis")
-    for i, w_g in enumerate(w_gs):
-        cases = [r for r in summary["cases"] if r["w_g"] == w_g and post_check(r) == "every"]
-        ends.scatter(
-            [r["iterations"] for r in cases],
-            [r["median_best_distance"] for r in cases],
-            color=colours(i / max(len(w_gs) - 1, 1)),
-            label=f"w_g = {w_g:g}",
-            s=22,
+def work_figure(summary: dict, path: Path) -> None:
+    """Median best and mean final distance (report set) against SD 512 px PFLOP per sample, log-log; a
+    panel each, the paper's as a line, the FLOP budget as a band edge. Cases with the same figures
+    (`fast` and the case it was picked from) share one label."""
+    cases, paper = summary["cases"], summary["cases"][0]
+    labels: dict[tuple, str] = {}
+    for r in cases:
+        key = (r["flops_sd512"], r["report"]["median_best_distance"], r["report"]["mean_final_distance"])
+        labels[key] = f"{labels[key]} = {r['case']}" if key in labels else r["case"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True)
+    for ax, key, title in (
+        (axes[0], "median_best_distance", "median best distance"),
+        (axes[1], "mean_final_distance", "mean final distance"),
+    ):
+        for i, ((flops, *figures), label) in enumerate(labels.items()):
+            value = figures[0] if key == "median_best_distance" else figures[1]
+            ax.scatter(flops / 1e15, value, color="black" if label == REFERENCE else "C0")
+            ax.annotate(
+                label, (flops / 1e15, value), fontsize=6, xytext=(4, 6 if i % 2 else -9), textcoords="offset points"
+            )
+        ax.axhline(paper["report"][key], color="black", ls=":", lw=1, label="the paper schedule")
+        ax.axvline(
+            paper["flops_sd512"] / 1e15 * summary["flop_budget"], color="grey", ls="--", lw=1, label="1/25 of its FLOPs"
         )
-    ends.axvline(reference["iterations"] / 10, color="grey", linestyle=":", linewidth=1)
-    ends.set_title("every schedule at its end")
-    ends.legend(fontsize=8)
-    for ax in (curves, ends):
-        ax.axhline(reference["median_best_distance"], color="black", linestyle=":", linewidth=1)
-        ax.set(xscale="log", yscale="log", xlabel="guided iterations", ylabel="median best squared distance")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            title=f"{title}, report set",
+            xlabel="network PFLOP per sample, projected to SD 1.4 at 512 px",
+        )
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0].set_ylabel("squared feature distance")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--schedules", nargs="+", default=list(DEFAULT_SCHEDULES), help="the first is the reference")
-    parser.add_argument(
-        "--w-g", type=float, nargs="+", default=[4.0, 0.5, 1.0, 2.0, 8.0], help="the first: every schedule"
-    )
-    parser.add_argument("--sweep", nargs="*", default=list(SWEPT), help="schedules also run at every other --w-g")
-    parser.add_argument("--no-post-check", nargs="*", default=list(SWEPT[:2]), help="also run without the post check")
-    parser.add_argument("--thin", nargs="*", default=list(SWEPT[:2]), help="also run with --post-check-every")
-    parser.add_argument("--post-check-every", type=int, default=4, help="post check every N-th recurrence, and last")
-    parser.add_argument("--per-class", type=int, default=2, help="held-out targets per digit class")
-    parser.add_argument("--limit", type=int, default=None, help="keep only the first N targets")
-    parser.add_argument("--seeds", type=int, default=2, help="samples per target (seeds 0..N-1)")
+    parser.add_argument("--cases", nargs="*", choices=tuple(CASES), default=list(CASES), help="built-in cases")
+    parser.add_argument("--reference", default=CASES[REFERENCE], help="the reference's overrides (the paper's)")
+    parser.add_argument("--case", action="append", default=[], metavar="NAME=OVERRIDES", help="a case of your own")
+    parser.add_argument("--seeds", type=int, default=2, help="samples per target (max_samples)")
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every case (e.g. debug=tiny)")
+    parser.add_argument("--tiny-flops", action="store_true", help="count FLOPs with bench.py's tiny networks (tests)")
     parser.add_argument("--out", type=Path, default=Path("outputs/schedule_study"))
-    return parser.parse_args(argv)
-
-
-def cases(args: argparse.Namespace) -> list[Case]:
-    main_w_g, *other_w_g = args.w_g
-    chosen = [Case(s, main_w_g, True) for s in args.schedules]
-    chosen += [Case(s, w, True) for s in args.sweep for w in other_w_g]
-    chosen += [Case(s, main_w_g, False) for s in args.no_post_check]
-    chosen += [Case(s, main_w_g, True, args.post_check_every) for s in args.thin]
-    for case in chosen:
-        case.parts()  # a malformed schedule fails before anything runs
-    return list(dict.fromkeys(chosen))
+    args = parser.parse_args(argv)
+    if any("=" not in c for c in args.case):
+        parser.error("--case needs NAME=OVERRIDES")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    todo = cases(args)
+    # The reference comes first, always: every verdict is against it.
+    cases = {REFERENCE: args.reference} | {name: CASES[name] for name in args.cases if name != REFERENCE}
+    cases |= dict(c.split("=", 1) for c in args.case)
     args.out.mkdir(parents=True, exist_ok=True)
-    setup = None  # loaded when a case has to run (not when every case is saved already)
-    settings = {"per_class": args.per_class, "seeds": args.seeds, "limit": args.limit}
-    results = []
-    for case in todo:
-        path = args.out / f"{case.key}.json"
-        saved = json.loads(path.read_text()) if path.exists() else None
-        if saved is None or saved["settings"] != settings:
-            print(f"{case.key}: {case.iterations()} guided iterations ...", flush=True)
-            setup = setup or load_setup(args.per_class, args.seeds, args.limit)
-            saved = {"settings": settings, **run_case(case, setup)}
-            path.write_text(json.dumps(saved) + "\n")
-        print(f"{case.key}: median best distance {saved['median_best_distance']:.3f} in {saved['wall_s']:.0f} s")
-        results.append(saved)
-    summary = summarise(results)
-    (args.out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    summary = study(cases, args.seeds, args.extra, args.out, args.tiny_flops)
+    (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = markdown_table(summary)
     (args.out / "table.md").write_text(table + "\n")
-    plot(summary, args.out / "curve.png")
+    work_figure(summary, args.out / "work.png")
     print(table)
-    print(f"cheapest schedule matching {summary['reference']}: {summary['cheapest_match']}")
     return 0
 
 

@@ -1,95 +1,98 @@
-"""scripts/schedule_study.py at a tiny scale: every case runs, resumes from its JSON, and is summarised."""
+"""scripts/schedule_study.py at a small scale: each case runs as the `fsa` command it prints, on both
+target sets, its FLOPs per sample are counted from the run's own counts, and verdicts follow the goal."""
 
 import json
+import shlex
 
 import pytest
-from helpers import compose_config, load_script
-from hydra.utils import instantiate
+from helpers import load_script
 
-SCHEDULES = ["ddim8:2x2+1", "ddim4:1", "ddim8:1"]
+REFERENCE = "sampler=ddim sampler.num_steps=6 guidance=k1"
+CASES = {
+    "backward": "sampler=ddim sampler.num_steps=4 guidance=k1 guidance.backward_steps=2",
+    "z0_hat": "sampler=ddim sampler.num_steps=4 guidance=k1 guidance.gradient=z0_hat guidance.post_check=false",
+}
+EXTRA = ["dataset.limit=2"]
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     script = load_script("schedule_study")
     out = tmp_path_factory.mktemp("study")
-    argv = ["--schedules", *SCHEDULES, "--w-g", "4", "8", "--sweep", "ddim4:1"]
-    argv += ["--no-post-check", "ddim8:1", "--thin", "ddim8:2x2+1", "--post-check-every", "2"]
-    argv += ["--per-class", "1", "--limit", "2", "--seeds", "2", "--out", str(out)]
+    argv = ["--reference", REFERENCE, "--cases", *[f"--case={name}={o}" for name, o in CASES.items()]]
+    argv += ["--seeds", "1", "--extra", *EXTRA, "--tiny-flops", "--out", str(out)]
     assert script.main(argv) == 0
     return script, out, argv
 
 
-def test_every_case_is_run_and_tabulated(study):
+pytestmark = pytest.mark.slow
+
+
+def test_each_case_runs_as_the_command_it_prints_on_both_sets(study):
     _, out, _ = study
     summary = json.loads((out / "results.json").read_text())
-    keys = [c["key"] for c in summary["cases"]]
-    assert keys == [
-        "ddim8_2x2p1_wg4",
-        "ddim4_1_wg4",
-        "ddim8_1_wg4",
-        "ddim4_1_wg8",
-        "ddim8_1_wg4_nopost",
-        "ddim8_2x2p1_wg4_post2",
-    ]
-    assert [c["iterations"] for c in summary["cases"]] == [10, 4, 8, 4, 8, 10]
+    assert [c["case"] for c in summary["cases"]] == ["paper", "backward", "z0_hat"]
     for case in summary["cases"]:
-        assert case["samples"] == 4 and len(case["best_distances"]) == 4
-        iterations, medians = zip(*case["curve"], strict=True)
-        assert iterations[-1] == case["iterations"] and medians[-1] == pytest.approx(case["median_best_distance"])
-        assert list(medians) == sorted(medians, reverse=True)  # the best so far never gets worse
-        assert 0 <= case["oracle_agreement_best"] <= 1
-    evaluations = {c["key"]: c["feature_evaluations"] for c in summary["cases"]}
-    assert evaluations["ddim8_1_wg4_nopost"] == 8 + 1  # pre per iteration, and the final image
-    assert evaluations["ddim8_1_wg4"] == 2 * 8 + 1
-    assert evaluations["ddim8_2x2p1_wg4_post2"] == evaluations["ddim8_2x2p1_wg4"] - 2  # k = 0 of 2 steps unchecked
+        overrides = REFERENCE if case["case"] == "paper" else CASES[case["case"]]
+        assert case["command"].startswith(f"fsa {overrides} dataset.skip=1 max_samples=1 ")
+        for skip in (0, 1):
+            saved = shlex.split((out / case["case"] / f"skip{skip}" / "overrides.yaml").read_text())
+            assert f"dataset.skip={skip}" in " ".join(saved)
+        # The two sets are different digits: the same case lands on different distances.
+        assert case["pick"]["median_best_distance"] != case["report"]["median_best_distance"]
+        assert case["report"]["samples"] == 2  # 2 targets x 1 seed
     table = (out / "table.md").read_text()
-    assert table.count("\n| ") == 6 and "reference" in table  # a row per case under the header
-    assert (out / "curve.png").stat().st_size > 0
+    assert table.count("\n| `") == 3 and "reference" in table
+    assert (out / "work.png").stat().st_size > 0
 
 
-def test_the_cheapest_match_is_the_fewest_iterations_at_most_the_reference_median(study):
+def test_flops_per_sample_follow_the_runs_counts(study):
+    """Per iteration: the gradient (with or without the UNet's backward), each backward step, the post
+    check when on; counted with bench.py's parts at the digits size."""
     _, out, _ = study
-    summary = json.loads((out / "results.json").read_text())
-    reference = summary["cases"][0]
-    matching = [c for c in summary["cases"][1:] if c["median_best_distance"] <= reference["median_best_distance"]]
-    assert all(c["matches_reference"] == (c in matching) for c in summary["cases"][1:])
-    expected = min(matching, key=lambda c: (c["iterations"], c["median_best_distance"]))["key"] if matching else None
-    assert summary["cheapest_match"] == expected
+    parts = json.loads((out / "flops.json").read_text())["digits"]
+    cases = {c["case"]: c for c in json.loads((out / "results.json").read_text())["cases"]}
+    gradient = parts["vae_decode_fwd_bwd"] + parts["extractor_fwd_bwd"]
+    paper = 6 * (parts["unet_fwd_bwd"] + gradient + parts["post_check"])
+    backward = 4 * (parts["unet_fwd_bwd"] + gradient + 2 * parts["backward_guidance"] + parts["post_check"])
+    z0_hat = 4 * (parts["unet_fwd"] + gradient)  # no post check
+    assert cases["paper"]["flops_digits"] == paper
+    assert cases["backward"]["flops_digits"] == backward
+    assert cases["z0_hat"]["flops_digits"] == z0_hat
+    assert cases["z0_hat"]["flops_fraction"] == cases["z0_hat"]["flops_sd512"] / cases["paper"]["flops_sd512"]
 
 
-def test_a_second_run_reuses_the_saved_cases(study, capsys):
+def test_the_goal_needs_both_distances_both_agreements_and_the_flop_budget():
+    script = load_script("schedule_study")
+    figures = {"median_best_distance": 1.0, "mean_final_distance": 5.0}
+    figures |= {"best_oracle_agreement": 0.9, "final_oracle_agreement": 0.9}
+    paper = {"pick": figures}
+    cheap = {"pick": dict(figures), "flops_fraction": 1 / 25}
+    assert script.meets_goal(cheap, paper, "pick")
+    for key, worse in [("median_best_distance", 1.1), ("mean_final_distance", 5.1), ("final_oracle_agreement", 0.8)]:
+        assert not script.meets_goal({**cheap, "pick": {**figures, key: worse}}, paper, "pick")
+    assert not script.meets_goal({**cheap, "flops_fraction": 1 / 24}, paper, "pick")
+
+
+def test_the_pick_is_the_cheapest_case_meeting_the_goal_on_the_pick_set_then_the_closer_one():
+    script = load_script("schedule_study")
+
+    def case(name, flops, best, final, meets):
+        figures = {"median_best_distance": best, "mean_final_distance": final}
+        return {"case": name, "flops_sd512": flops, "pick": figures, "meets_goal_pick": meets}
+
+    paper = case("paper", 100, 1.0, 10.0, True)
+    results = [paper, case("a", 4, 0.9, 1.0, True), case("b", 4, 0.5, 9.5, True), case("c", 2, 2.0, 1.0, False)]
+    assert script.pick(results) == "a"  # equal FLOPs: a's worse ratio is 0.9, b's 0.95
+    results.append(case("d", 3, 0.1, 0.1, True))
+    assert script.pick(results) == "d"
+    assert script.pick([paper, case("fast", 1, 0.1, 0.1, True), case("e", 2, 2.0, 1.0, False)]) is None
+
+
+def test_a_second_run_reuses_the_finished_runs(study, capsys):
     script, out, argv = study
-    before = {p.name: p.stat().st_mtime_ns for p in out.glob("ddim*.json")}
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/skip*/summary.json")}
+    assert len(before) == 6
     assert script.main(argv) == 0
-    assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("ddim*.json")}
-    assert "guided iterations ..." not in capsys.readouterr().out
-
-
-def test_a_malformed_schedule_is_refused_before_anything_runs():
-    script = load_script("schedule_study")
-    with pytest.raises(ValueError, match="ddim50x"):
-        script.main(["--schedules", "ddim50x", "--out", "/nonexistent/never"])
-
-
-def test_schedule_specs_name_the_paper_and_late_k_schedules():
-    script = load_script("schedule_study")
-    paper = script.Case("ddpm1000:1000x5+8", 4.0, True)
-    assert paper.iterations() == 12_960 and paper.key == "ddpm1000_1000x5p8_wg4"
-    sampler, guidance = script.Case("ddpm1000:1+8x40", 2.0, True).parts()
-    assert (sampler.num_steps, guidance.early_steps, guidance.k, guidance.late_k, guidance.late_steps) == (
-        1000,
-        0,
-        1,
-        8,
-        40,
-    )
-    assert guidance.w_g == 2.0 and script.Case("ddpm1000:1+8x40", 2.0, True).iterations() == 960 + 8 * 40
-
-
-def test_the_minutes_preset_is_the_study_schedule_it_is_named_after():
-    """`sampler=ddim1000 guidance=k1` composes to exactly the study's ddim1000:1 case at the paper's w_g."""
-    cfg = compose_config(["sampler=ddim1000", "guidance=k1"])
-    sampler, guidance = load_script("schedule_study").Case("ddim1000:1", 4.0, True).parts()
-    assert instantiate(cfg.sampler) == sampler and instantiate(cfg.guidance) == guidance
-    assert guidance.total_iterations(len(sampler.timesteps(1000))) == 1000
+    assert before == {p: p.stat().st_mtime_ns for p in out.glob("*/skip*/summary.json")}
+    assert "$ fsa" not in capsys.readouterr().out
