@@ -25,9 +25,7 @@ def study(tmp_path_factory):
     return script, out, argv
 
 
-pytestmark = pytest.mark.slow
-
-
+@pytest.mark.slow
 def test_each_case_runs_as_the_command_it_prints_on_both_sets(study):
     _, out, _ = study
     summary = json.loads((out / "results.json").read_text())
@@ -46,6 +44,7 @@ def test_each_case_runs_as_the_command_it_prints_on_both_sets(study):
     assert (out / "work.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_flops_per_sample_follow_the_runs_counts(study):
     """Per iteration: the gradient (with or without the UNet's backward), each backward step, the post
     check when on; counted with bench.py's parts at the digits size."""
@@ -89,6 +88,7 @@ def test_the_pick_is_the_cheapest_case_meeting_the_goal_on_the_pick_set_then_the
     assert script.pick([paper, case("fast", 1, 0.1, 0.1, True), case("e", 2, 2.0, 1.0, False)]) is None
 
 
+@pytest.mark.slow
 def test_a_second_run_reuses_the_finished_runs(study, capsys):
     script, out, argv = study
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/skip*/summary.json")}
