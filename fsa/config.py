@@ -11,13 +11,14 @@ import dataclasses
 import importlib
 import inspect
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from fsa import ASSETS_DIR, default_data_dir
+from fsa import ASSETS_DIR, CONF_DIR, default_data_dir
 from fsa.attributes.options import AttributesOptions
 from fsa.embedding.options import EmbedOptions
 from fsa.errors import ConfigError
@@ -109,6 +110,15 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("fsa_asset", lambda relative: str(ASSETS_DIR / relative))
     if not OmegaConf.has_resolver("fsa_data_dir"):
         OmegaConf.register_new_resolver("fsa_data_dir", lambda: str(default_data_dir()))
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """fsa's config composed with `overrides` outside a Hydra app (a downloader, a benchmark)."""
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
 
 
 def _resolve_target(path: str) -> Any:

@@ -5,18 +5,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from fsa import CONF_DIR
-from fsa.config import register_configs
+from fsa.config import compose_config
 from fsa.data.paper15 import IMAGES, SOURCE, DownloadError, download, locate
 
 
 def configured_root() -> Path:
     """<data_dir>/paper15, with `data_dir` read from fsa's composed config."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return Path(compose(config_name="config").data_dir).expanduser() / "paper15"
+    return Path(compose_config().data_dir).expanduser() / "paper15"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,12 +36,11 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
-from fsa import ASSETS_DIR, CONF_DIR
-from fsa.config import register_configs
+from fsa import ASSETS_DIR
+from fsa.config import compose_config
 from fsa.diffusion.backbones import (
     DiffusionBackbone,
     LatentDiffusion,
@@ -368,9 +367,7 @@ def compare(args: argparse.Namespace, argv: list[str]) -> list[dict]:
 
 def schedule_guidance(overrides: str) -> tuple[FeatureGuidance, int]:
     """The guidance options and guided iterations per run of fsa's config composed with `overrides`."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=shlex.split(overrides))
+    cfg = compose_config(shlex.split(overrides))
     guidance = instantiate(cfg.guidance)
     sampler = instantiate(cfg.sampler)
     return guidance, guidance.total_iterations(len(sampler.timesteps(SD_TRAIN_TIMESTEPS)))

@@ -138,14 +138,15 @@ def study(cases: dict[str, str], seeds: int, extra: list[str], out: Path, tiny_f
     results = []
     for name, overrides in cases.items():
         result: dict = {"case": name, "overrides": overrides}
-        for skip, target_set in SETS.items():
-            summary = run_case(overrides, skip, seeds, extra, out / name / f"skip{skip}")
-            result[target_set] = figures(summary)
-            result["command"] = shlex.join(command(overrides, skip, seeds, extra))  # the report set's
+        summaries = {skip: run_case(overrides, skip, seeds, extra, out / name / f"skip{skip}") for skip in SETS}
+        result |= {target_set: figures(summaries[skip]) for skip, target_set in SETS.items()}
+        result["command"] = shlex.join(command(overrides, REPORT, seeds, extra))
+        # The work, from the report set's run (both sets run the same schedule).
+        report = summaries[REPORT]
         guidance = yaml.safe_load((out / name / f"skip{REPORT}" / "config.yaml").read_text())["guidance"]
-        result["guided_iterations"] = summary["guided_iterations_per_sample"]
+        result["guided_iterations"] = report["guided_iterations_per_sample"]
         for size in SIZES:
-            result[f"flops_{size}"] = flops_per_sample(summary, guidance, parts[size])
+            result[f"flops_{size}"] = flops_per_sample(report, guidance, parts[size])
         results.append(result)
     reference = results[0]
     for result in results:
@@ -198,24 +199,23 @@ def markdown_table(summary: dict) -> str:
 
 def work_figure(summary: dict, path: Path) -> None:
     """Median best and mean final distance (report set) against SD 512 px PFLOP per sample, log-log; a
-    panel each, the paper's as a line, the FLOP budget as a band edge. Cases with the same figures
-    (`fast` and the case it was picked from) share one label."""
+    panel each, the paper's as a horizontal line, the FLOP budget as a vertical one. Cases with the
+    same figures (`fast` and the case it was picked from) share one point and label."""
     cases, paper = summary["cases"], summary["cases"][0]
-    labels: dict[tuple, str] = {}
+    points: dict[tuple, list[dict]] = {}
     for r in cases:
         key = (r["flops_sd512"], r["report"]["median_best_distance"], r["report"]["mean_final_distance"])
-        labels[key] = f"{labels[key]} = {r['case']}" if key in labels else r["case"]
+        points.setdefault(key, []).append(r)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True)
     for ax, key, title in (
         (axes[0], "median_best_distance", "median best distance"),
         (axes[1], "mean_final_distance", "mean final distance"),
     ):
-        for i, ((flops, *figures), label) in enumerate(labels.items()):
-            value = figures[0] if key == "median_best_distance" else figures[1]
-            ax.scatter(flops / 1e15, value, color="black" if label == REFERENCE else "C0")
-            ax.annotate(
-                label, (flops / 1e15, value), fontsize=6, xytext=(4, 6 if i % 2 else -9), textcoords="offset points"
-            )
+        for i, same in enumerate(points.values()):
+            x, y = same[0]["flops_sd512"] / 1e15, same[0]["report"][key]
+            ax.scatter(x, y, color="black" if same[0] is paper else "C0")
+            label = " = ".join(r["case"] for r in same)
+            ax.annotate(label, (x, y), fontsize=6, xytext=(4, 6 if i % 2 else -9), textcoords="offset points")
         ax.axhline(paper["report"][key], color="black", ls=":", lw=1, label="the paper schedule")
         ax.axvline(
             paper["flops_sd512"] / 1e15 * summary["flop_budget"], color="grey", ls="--", lw=1, label="1/25 of its FLOPs"
