@@ -1,4 +1,4 @@
-"""The `fsa` command: a thin Hydra entry that hands the composed config to `fsa.runner.run`.
+"""The `fsa` command: a thin Hydra entry that hands the composed config to `fsa.job.run`.
 
 Exit codes: 0 done; 1 a bug (traceback) or, after a multirun, some job failed (one line each);
 2 bad input or a refused folder (one line on stderr, no traceback); 3 checkpointed on a signal
@@ -20,9 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fsa import CONF_DIR
-from fsa.config import register_configs, resolved_container
+from fsa.config import register_configs, resolved_container, task_config
 from fsa.errors import FsaError, Interrupted
-from fsa.tracking.run_folder import RunFolder, State, wandb_group
+from fsa.tasks import available_tasks, objectives, task_of
+from fsa.tracking.run_folder import RunFolder, State, job_folder, wandb_group
 
 log = logging.getLogger("fsa")
 register_configs()
@@ -93,10 +94,13 @@ Hydra's own options: fsa --hydra-help.
 
 
 def groups() -> str:
-    """Each config group and its options, read from the config folder (no composition: instant)."""
+    """Each config group and its options, read from the config folders (no composition: instant); the
+    tasks from the task registry (the user's own included)."""
     lines = []
     for folder in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra",)):
         options = sorted(f.stem for f in folder.glob("*.yaml") if f.stem != "default")
+        if folder.name == "task":
+            options = sorted(available_tasks())
         lines.append(f"  {folder.name:<11} {', '.join(options)}")
     return "\n".join(lines)
 
@@ -136,36 +140,39 @@ def one_line(error: BaseException) -> str:
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def app(cfg: DictConfig) -> None:
+def app(cfg: DictConfig) -> float | list[float] | None:
+    """One job; returns the summary figures `objective` names, for a sweeper that searches (Optuna)."""
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    # resume=<folder> continues that run (its checkpoint); otherwise the job's own folder, which
-    # also resumes when it holds a checkpoint (a requeued Slurm job reruns in the same folder).
     output_dir = Path(hc.runtime.output_dir)
-    folder = Path(cfg.resume) if cfg.resume else output_dir
+    folder = job_folder(cfg.resume, output_dir)
     experiment = hc.runtime.choices.get("experiment")
+    # A fresh job's W&B group: the experiment and when the run or sweep started (a resumed job keeps
+    # the group its checkpoint recorded).
     group = wandb_group(experiment, Path(hc.sweep.dir) if multirun else folder)
     name = hc.job.override_dirname or experiment or folder.name
+    summary = None
     try:
-        # A folder that would refuse the run (in use, complete, another config) says so before the ML
-        # stack loads; the runner checks again once it holds the folder's lock.
-        RunFolder(folder).check(resolved_container(cfg), cfg.fresh)
-        from fsa.runner import run  # the ML stack, once the command line and the folder are known good
+        # A folder that would refuse the job (in use, complete, another config) says so before the ML
+        # stack loads; the job checks again once it holds the folder's lock.
+        root = task_config(cfg, task_of(cfg.task), list(hc.overrides.task))  # what the job keeps of the config
+        RunFolder(folder).check(resolved_container(root), cfg.fresh)
+        from fsa.job import run  # the ML stack, once the command line and the folder are known good
 
-        run(cfg, output_dir, list(hc.overrides.task), wandb_group=group, wandb_name=name)
+        summary = run(cfg, output_dir, list(hc.overrides.task), wandb_group=group, wandb_name=name)
     except Interrupted as stop:  # checkpointed on SIGTERM / SIGUSR1: stop the whole sweep, ask for a requeue
         log.warning("%s", stop)
         sys.exit(Interrupted.exit_code)
     except Exception as error:
-        # The job's folder says why (failure.json), unless the folder refused the run. In a sweep, one
+        # The job's folder says why (failure.json), unless the folder refused the job. In a sweep, one
         # failed job (a bad target, out of memory) must not stop or spoil the others: log it, go on.
-        if multirun:
-            report = log.error if isinstance(error, FsaError) else log.exception  # a bug: its traceback
-            report("job %s failed: %s: %s; the sweep goes on", hc.job.num, type(error).__name__, error)
-            return
-        if isinstance(error, FsaError):  # input the user can fix: a clear message and exit 2, no traceback
-            refuse(f"{type(error).__name__}: {error}")
-        raise
+        if not multirun:
+            if isinstance(error, FsaError):  # input the user can fix: a clear message and exit 2, no traceback
+                refuse(f"{type(error).__name__}: {error}")
+            raise
+        report = log.error if isinstance(error, FsaError) else log.exception  # a bug: its traceback
+        report("job %s failed: %s: %s; the sweep goes on", hc.job.num, type(error).__name__, error)
+    return objectives(summary, list(cfg.objective))
 
 
 if __name__ == "__main__":

@@ -13,24 +13,22 @@ import inspect
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from fsa import ASSETS_DIR, CONF_DIR, default_data_dir
 from fsa.attributes.options import AttributesOptions
-from fsa.embedding.options import EmbedOptions
 from fsa.errors import ConfigError
-from fsa.guidance.options import GuidanceOptions, SelfGuidedOptions
-from fsa.representation.options import RepresentOptions
+from fsa.guidance.options import BASELINES, GuidanceOptions, SelfGuidedOptions
 from fsa.speed import DTYPE_NAMES, SpeedOptions
+from fsa.tasks import COMMON, Task, task_of
 
 # This module loads no ML stack (torch, diffusers, ...): `fsa --help` and a rejected override stay fast.
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
-BASELINE_NAMES = ("unguided", "printed_sign")
-TASKS = ("guide", "embed", "represent")
-T = TypeVar("T")
+# Groups built by `_target_` whose keys are checked against the target's signature (`check_targets`).
+COMPONENT_GROUPS = ("model", "sampler", "extractor", "dataset", "guidance", "speed")
 
 
 def _schema_of(cls: type, name: str, target: str | None = None) -> type:
@@ -52,7 +50,6 @@ def _schema_of(cls: type, name: str, target: str | None = None) -> type:
 # so its keys and types are checked as Hydra composes it.
 GuidanceConfig = _schema_of(GuidanceOptions, "GuidanceConfig", "fsa.guidance.feature_guidance.FeatureGuidance")
 SelfGuidedConfig = _schema_of(SelfGuidedOptions, "SelfGuidedConfig", "fsa.guidance.self_guided.SelfGuidance")
-UNET_BLOCK_EXTRACTOR = "fsa.extractors.unet_block.UNetBlockExtractor"
 GUIDANCE_SCHEMAS = {"schema_paper": GuidanceConfig, "schema_self_guided": SelfGuidedConfig}
 AttributesConfig = _schema_of(AttributesOptions, "AttributesConfig")  # built as the options themselves
 SpeedConfig = _schema_of(SpeedOptions, "SpeedConfig")
@@ -70,7 +67,7 @@ class LoggerConfig:
 
 @dataclass
 class FsaConfig:
-    task: Any = None  # {name: guide}, {name: embed, ...EmbedOptions} or {name: represent, ...RepresentOptions}
+    task: Any = None  # {_target_: the task's class, name, ...its options}: conf/task/<name>.yaml
     model: Any = None
     sampler: Any = None
     guidance: Any = None  # typed by its option's schema (GUIDANCE_SCHEMAS)
@@ -95,6 +92,7 @@ class FsaConfig:
     resume: str | None = None
     fresh: bool = False
     progress: bool = True
+    objective: list[str] = field(default_factory=list)  # summary figures the Hydra app returns (a sweeper's)
 
 
 def register_configs() -> None:
@@ -154,24 +152,14 @@ def check_keys(cfg: DictConfig) -> None:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; `fsa --help` lists the groups and keys")
 
 
-def _task_options(cfg: DictConfig, options: type[T]) -> T:
-    """The task's settings as its options dataclass, checked: an unknown key or a bad value is a ConfigError."""
-    values = {str(k): v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "name"}
+def task_options(cfg: DictConfig, task: Task) -> Any:
+    """The task's settings (`task.*` less its name and class) as its options dataclass, checked: an
+    unknown key or a bad value is a ConfigError that names the task's YAML."""
+    values = OmegaConf.to_container(cfg.task, resolve=True)
     try:
-        return options(**values)
+        return task.options(**{str(k): v for k, v in values.items() if k not in ("name", "_target_")})
     except TypeError as error:
-        name = cfg.task.name
-        raise ConfigError(f"task: {error}; the keys of task={name} are in fsa/conf/task/{name}.yaml") from error
-
-
-def embed_options(cfg: DictConfig) -> EmbedOptions:
-    """`task=embed`'s settings, checked."""
-    return _task_options(cfg, EmbedOptions)
-
-
-def represent_options(cfg: DictConfig) -> RepresentOptions:
-    """`task=represent`'s settings, checked."""
-    return _task_options(cfg, RepresentOptions)
+        raise ConfigError(f"task: {error}; the keys of task={task.name} are in conf/task/{task.name}.yaml") from error
 
 
 def attributes_options(cfg: DictConfig) -> AttributesOptions:
@@ -180,46 +168,73 @@ def attributes_options(cfg: DictConfig) -> AttributesOptions:
     return AttributesOptions(**{str(k): v for k, v in values.items() if k != "_target_"})
 
 
-def validate(cfg: DictConfig) -> None:
-    """Value checks that the types alone cannot express, with messages that name the option."""
+def task_config(cfg: DictConfig, task: Task, overrides: Sequence[str] = ()) -> DictConfig:
+    """The task's root config: the keys every task has and those the task uses, nothing else, so that a
+    run's config.yaml holds only what made it. An override of a key the task does not use is refused:
+    it would change nothing."""
     check_keys(cfg)
-    name = (cfg.get("task") or {}).get("name")
-    if name not in TASKS:
-        raise ConfigError(f"task must be one of {TASKS} (task=guide, task=embed or task=represent), got '{name}'")
-    if name == "embed":
-        embed_options(cfg)
-    if name == "represent":
-        represent_options(cfg)
-    if cfg.batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    if cfg.checkpoint_every < 0:
-        raise ConfigError(f"checkpoint_every must be >= 0 (0: only on SIGTERM/SIGUSR1), got {cfg.checkpoint_every}")
-    if cfg.record_gradients < 0:
-        raise ConfigError(f"record_gradients must be >= 0, got {cfg.record_gradients}")
+    keep = [str(k) for k in cfg if k in COMMON or k in task.uses]
+    unused = sorted({key for key in override_keys(overrides) if key in cfg and key not in keep})
+    if unused:
+        raise ConfigError(
+            f"task={task.name} does not use {', '.join(unused)}; drop the override(s) (it uses "
+            f"{', '.join(task.uses) or 'none of the component groups'})"
+        )
+    root = OmegaConf.masked_copy(cfg, keep)
+    OmegaConf.set_struct(root, True)
+    return root
+
+
+def override_keys(overrides: Sequence[str]) -> list[str]:
+    """The top-level key of each command-line override (`+a.b=1`, `~a`, `a=x` -> `a`)."""
+    return [override.lstrip("+~").split("=", 1)[0].split(".", 1)[0] for override in overrides]
+
+
+def _check_numbers(cfg: DictConfig) -> None:
+    """The top-level numbers, where the task uses them."""
+    minimum = {"batch_size": 1, "targets_per_batch": 1, "record_gradients": 0, "checkpoint_every": 0}
+    for key, lowest in minimum.items():
+        if key in cfg and cfg[key] < lowest:
+            raise ConfigError(f"{key} must be >= {lowest}, got {cfg[key]}")
     for key in ("max_targets", "max_samples"):
-        if cfg[key] is not None and cfg[key] < 1:
+        if key in cfg and cfg[key] is not None and cfg[key] < 1:
             raise ConfigError(f"{key} must be >= 1 or null, got {cfg[key]}")
-    if cfg.targets_per_batch < 1:
-        raise ConfigError(f"targets_per_batch must be >= 1, got {cfg.targets_per_batch}")
-    unknown = [b for b in cfg.baselines if b not in BASELINE_NAMES]
-    if unknown or len(set(cfg.baselines)) != len(cfg.baselines):
-        raise ConfigError(f"baselines must be distinct names from {BASELINE_NAMES}, got {list(cfg.baselines)}")
-    if cfg.dtype not in DTYPE_NAMES:
+
+
+def _check_names(cfg: DictConfig, task: Task) -> None:
+    """The top-level names: baselines, dtype, logger mode, device, and the objective's summary keys."""
+    if "baselines" in cfg:
+        unknown = [b for b in cfg.baselines if b not in BASELINES]
+        if unknown or len(set(cfg.baselines)) != len(cfg.baselines):
+            raise ConfigError(f"baselines must be distinct names from {BASELINES}, got {list(cfg.baselines)}")
+    if "dtype" in cfg and cfg.dtype not in DTYPE_NAMES:
         raise ConfigError(f"dtype must be one of {DTYPE_NAMES}, got '{cfg.dtype}'")
     if cfg.logger is not None and cfg.logger.mode not in LOGGER_MODES:
         raise ConfigError(f"logger.mode must be one of {LOGGER_MODES}, got '{cfg.logger.mode}'")
     if cfg.device != "auto" and not str(cfg.device).startswith(("cpu", "cuda", "mps")):
         raise ConfigError(f"device must be auto, cpu, cuda[:N] or mps, got '{cfg.device}'")
-    check_targets(cfg, ("model", "sampler", "extractor", "dataset", "guidance", "speed"))
-    if cfg.guidance._target_ == SelfGuidedConfig._target_ and cfg.extractor._target_ != UNET_BLOCK_EXTRACTOR:
+    unknown = [key for key in cfg.objective if key not in task.metrics]
+    if unknown:
         raise ConfigError(
-            "guidance=self_guided matches the diffusion model's own representation: it needs "
-            f"extractor=unet_block, got {cfg.extractor._target_}"
+            f"objective: task={task.name} has no summary figure {', '.join(unknown)}; it has: {', '.join(task.metrics)}"
         )
-    if cfg.get("oracle") is not None:
+
+
+def validate(cfg: DictConfig, task: Task | None = None) -> Any:
+    """Every value the task uses checked, with messages that name the option, before any model loads;
+    returns the task's options. `task` defaults to the one the config names."""
+    task = task or task_of(cfg.task)
+    check_keys(cfg)
+    options = task_options(cfg, task)
+    _check_numbers(cfg)
+    _check_names(cfg, task)
+    check_targets(cfg, tuple(group for group in COMPONENT_GROUPS if group in task.uses))
+    if "oracle" in task.uses and cfg.get("oracle") is not None:
         check_targets(cfg, ("oracle",))
-    if cfg.get("attributes") is not None:
+    if "attributes" in task.uses and cfg.get("attributes") is not None:
         attributes_options(cfg)
+    task.check(cfg)
+    return options
 
 
 def resolved_container(cfg: DictConfig) -> dict[str, Any]:

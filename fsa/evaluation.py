@@ -5,6 +5,7 @@ targets and seeds, the guided run with the unguided one (`guidance=none`) and wi
 paper prints (eps - w_g g): the distance ratio, the calibrated distance, the oracle agreement.
 """
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,12 +40,7 @@ class DigitsOracle:
     model; it only judges generated images (99 % accuracy on the held-out split)."""
 
     def __init__(self, c: float = 10.0) -> None:
-        from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.svm import SVC
-
-        images, labels = digits_images("train")
-        self.model = CalibratedClassifierCV(SVC(C=c, gamma="scale"), ensemble=False, cv=5)
-        self.model.fit(self._pixels(images), labels.numpy())
+        self.model = _fitted_svm(c)
 
     @staticmethod
     def _pixels(images: Tensor) -> np.ndarray:
@@ -61,6 +57,17 @@ class DigitsOracle:
     def judge_files(self, paths: Sequence[str]) -> Tensor:
         """Class probabilities of saved PNG files: what a researcher looks at."""
         return self.predict_proba(read_pngs(paths))
+
+
+@functools.cache
+def _fitted_svm(c: float) -> Any:
+    """The oracle's SVM, fitted once per process (deterministic: the same data, folds and solver)."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    images, labels = digits_images("train")
+    model = CalibratedClassifierCV(SVC(C=c, gamma="scale"), ensemble=False, cv=5)
+    return model.fit(DigitsOracle._pixels(images), labels.numpy())
 
 
 def read_pngs(paths: Sequence[str | Path]) -> Tensor:

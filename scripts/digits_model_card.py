@@ -22,7 +22,7 @@ from fsa.evaluation import DigitsOracle, entropy
 from fsa.extractors.digits_cnn import DigitsCNNExtractor
 from fsa.guidance.decoder import guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance
-from fsa.tracking.local import to_uint8
+from fsa.pictures import to_uint8
 
 DIGITS = ASSETS_DIR / "digits"
 

@@ -6,8 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import CONF_DIR, compose_config
-from omegaconf import OmegaConf
+from helpers import compose_config
 
 from fsa.attributes import measures
 from fsa.attributes.options import AttributesOptions
@@ -94,29 +93,12 @@ def test_a_measure_that_cannot_be_imported_is_named():
     assert AttributesOptions(oracle_class=True).measures == {}
 
 
-KNOWN_ANSWER = ["experiment=known_answer", "max_samples=2", "logger.mode=disabled", "progress=false", "device=cpu"]
-EXTRACTORS = OmegaConf.load(CONF_DIR / "experiment" / "known_answer.yaml").hydra.sweeper.params.extractor.split(",")
-
-
-@pytest.fixture(scope="module")
-def known_answer(tmp_path_factory) -> dict[str, Path]:
-    """experiment=known_answer at CI size: each extractor of its sweep on the 10 held-out digits x 2
-    seeds, DDIM 50, guidance=quick, with its unguided twin (about 55 s per extractor)."""
-    from fsa.runner import run
-
-    folders = {}
-    for name in EXTRACTORS:
-        folders[name] = tmp_path_factory.mktemp(name)
-        run(compose_config([*KNOWN_ANSWER, f"extractor={name}"], folders[name]), folders[name])
-    return folders
-
-
 def final_retention(folder: Path) -> dict[str, dict]:
     return json.loads((folder / "summary.json").read_text())["retention"]["final"]
 
 
 @pytest.mark.slow
-def test_a_run_with_an_unguided_baseline_measures_retention_per_attribute(known_answer):
+def test_a_run_with_an_unguided_baseline_measures_retention_per_attribute(known_answer, tmp_path):
     folder = known_answer["digits_cnn"]
     final = final_retention(folder)
     names = ["slant", "thickness", "position", "size", "orientation", "brightness", "contrast", "layout", "edges"]
@@ -136,11 +118,11 @@ def test_a_run_with_an_unguided_baseline_measures_retention_per_attribute(known_
     # fsa-report: retention.csv from the summary, and the heatmap with every attribute named in its SVG.
     from fsa.report.command import main
 
-    assert main([str(folder), "--out", str(folder / "report")]) == 0
-    reported = pd.read_csv(folder / "report" / "retention.csv")
+    assert main([str(folder), "--out", str(tmp_path / "report")]) == 0
+    reported = pd.read_csv(tmp_path / "report" / "retention.csv")
     rows = reported[reported["kind"] == "final"].set_index("attribute")
     assert rows.loc["class", "value"] == pytest.approx(final["class"]["value"])
-    svg = (folder / "report" / "figures" / "retention.svg").read_text()
+    svg = (tmp_path / "report" / "figures" / "retention.svg").read_text()
     assert all(f">{name}<" in svg for name in final)
 
 

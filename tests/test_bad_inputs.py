@@ -12,7 +12,7 @@ from PIL import Image
 from fsa.data.targets import ImageTargets
 from fsa.errors import ConfigError, ExtractorError, FsaError, WeightsUnavailableError
 from fsa.extractors import TinyExtractor
-from fsa.runner import run
+from fsa.job import run
 
 FAST = ["debug=tiny", "logger.mode=disabled"]
 

@@ -45,6 +45,7 @@ def test_bench_tiny_writes_every_figure(tmp_path, capsys):
         assert label in printed
 
 
+@pytest.mark.slow  # a process per variant
 def test_bench_speed_options_and_compare(tmp_path, capsys):
     """--compare runs each variant in its own process and tabulates speed-up and memory against the first."""
     bench = load_script("bench")

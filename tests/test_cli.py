@@ -1,52 +1,68 @@
-"""The `fsa` command in a subprocess: a run, a 2-job multirun, and a clean failure."""
+"""The `fsa` command in a subprocess: a run, a sweep's jobs and their W&B groups, failed jobs in a sweep
+under the Slurm launcher's local twin, one-line refusals, and the help."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from helpers import fsa, fsa_report, summary_of
 from PIL import Image
 from wandb_records import read_records, run_id
 
 from fsa.tracking.run_folder import wandb_group
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def fsa(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", "fsa", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
+@pytest.fixture(scope="module")
+def single_run(scenarios) -> tuple[Path, dict]:
+    """`fsa debug=tiny oracle=null logger=null`: one job, the oracle and W&B turned off by null groups;
+    its run folder and what the process did (exit code, output)."""
+
+    def build(folder: Path) -> None:
+        result = fsa("debug=tiny", "oracle=null", "logger=null", f"hydra.run.dir={folder / 'run'}")
+        process = {"returncode": result.returncode, "output": result.stdout + result.stderr}
+        (folder / "process.json").write_text(json.dumps(process))
+
+    folder = scenarios.get("cli_single_run", build)
+    return folder / "run", json.loads((folder / "process.json").read_text())
 
 
-def test_single_run(tmp_path):
-    result = fsa("debug=tiny", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr
-    summary = json.loads((tmp_path / "summary.json").read_text())
+def test_single_run(single_run):
+    folder, process = single_run
+    assert process["returncode"] == 0, process["output"][-2000:]
+    assert "images:" in process["output"]
+    summary = summary_of(folder)
     assert summary["status"] == "complete" and len(summary["samples"]) == 2
-    assert "images:" in result.stdout + result.stderr
 
 
-def test_multirun_sweeps_w_g_into_grouped_jobs(tmp_path):
-    result = fsa("-m", "debug=tiny", "guidance.w_g=1,4", f"hydra.sweep.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr
-    jobs = sorted(p for p in tmp_path.iterdir() if (p / "summary.json").exists())
-    assert [p.name for p in jobs] == ["0_debug=tiny,guidance.w_g=1", "1_debug=tiny,guidance.w_g=4"]
-    assert [yaml.safe_load((p / "config.yaml").read_text())["guidance"]["w_g"] for p in jobs] == [1, 4]
+def test_null_groups_turn_the_oracle_and_wandb_off(single_run):
+    folder, _ = single_run
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert config["oracle"] is None and config["logger"] is None and not (folder / "wandb").exists()
+
+
+def test_a_sweeps_jobs_are_grouped_with_their_overrides_and_one_wandb_group(appb_sweep):
+    """App. B's w_g sweep at smoke scale: one folder and one W&B run per job, one group for the sweep."""
+    sweep, values = appb_sweep
+    jobs = sorted(
+        (p for p in sweep.iterdir() if (p / "summary.json").exists()), key=lambda p: int(p.name.split("_")[0])
+    )
+    names = [f"{i}_experiment=appb_wg,guidance.w_g={v},logger.mode=offline,smoke=digits" for i, v in enumerate(values)]
+    assert [p.name for p in jobs] == names
+    assert [yaml.safe_load((p / "config.yaml").read_text())["guidance"]["w_g"] for p in jobs] == [
+        float(v) for v in values
+    ]
+    command = ["experiment=appb_wg", "smoke=digits", "logger.mode=offline"]  # the swept value first
     assert [yaml.safe_load((p / "overrides.yaml").read_text()) for p in jobs] == [
-        ["debug=tiny", "guidance.w_g=1"],
-        ["debug=tiny", "guidance.w_g=4"],
+        [f"guidance.w_g={v}", *command] for v in values
     ]
     runs = [read_records(next(job.glob("wandb/offline-run-*/run-*.wandb"))) for job in jobs]
     groups = {next(r.run.run_group for r in records if r.WhichOneof("record_type") == "run") for records in runs}
-    assert groups == {f"fsa {tmp_path.name}"}  # one W&B run per job, grouped by the sweep
-    assert len({run_id(records) for records in runs}) == 2
+    assert groups == {f"appb_wg {sweep.name}"} == {summary_of(job)["tracker"]["group"] for job in jobs}
+    assert len({run_id(records) for records in runs}) == len(jobs)
 
 
 def test_wandb_group_names_the_experiment_and_when_the_sweep_started(tmp_path):
@@ -69,57 +85,32 @@ def test_typo_in_an_override_is_an_error():
 
 
 def test_a_failed_job_does_not_stop_or_spoil_the_sweep(tmp_path):
-    good = tmp_path / "good.png"
-    Image.fromarray(np.full((20, 20, 3), 200, dtype=np.uint8)).save(good)
-    paths = f"[{tmp_path}/missing.png],[{good}],[{good}]"
-    result = fsa("-m", "debug=tiny", "dataset=images", f"dataset.paths={paths}", f"hydra.sweep.dir={tmp_path}/sweep")
-    assert result.returncode == 1, result.stderr  # after every job ran, with one line per failed job
-    assert "fsa: job 0_dataset=images,debug=tiny did not complete: TargetError" in result.stderr
-    assert "1 of 3 job(s) did not complete" in result.stderr
-    jobs = sorted((tmp_path / "sweep").glob("[0-9]*"))
-    assert [p.name for p in jobs] == [
-        "0_dataset=images,debug=tiny",
-        "1_dataset=images,debug=tiny",
-        "2_dataset=images,debug=tiny",
-    ]
-    failure = json.loads((jobs[0] / "failure.json").read_text())
-    assert failure["error"] == "TargetError" and "missing.png" in failure["message"]
-    assert not (jobs[0] / "summary.json").exists()
-    for job in jobs[1:]:
-        assert json.loads((job / "summary.json").read_text())["status"] == "complete"
-        assert not (job / "failure.json").exists()
-    report = subprocess.run(
-        [sys.executable, "-m", "fsa.report", str(tmp_path / "sweep")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert report.returncode == 0, report.stderr
-    assert "2 complete, 1 failed" in report.stdout
-
-
-def test_submitit_local_sweep_isolates_a_failed_job(tmp_path):
-    """The Slurm launcher's local twin: 3 jobs as separate processes, one given a bad target."""
+    """The Slurm launcher's local twin: 3 jobs as separate processes, the second given a bad target.
+    Every job runs; the sweep exits 1 naming the failed job; the report counts it."""
     good = tmp_path / "good.png"
     Image.fromarray(np.full((20, 20, 3), 90, dtype=np.uint8)).save(good)
     sweep = tmp_path / "sweep"
+    paths = f"[{good}],[{tmp_path}/missing.png],[{good}]"
     result = fsa(
         "-m",
         "hydra/launcher=submitit_local",
         "debug=tiny",
         "dataset=images",
-        f"dataset.paths=[{good}],[{tmp_path}/missing.png],[{good}]",
+        f"dataset.paths={paths}",
         f"hydra.sweep.dir={sweep}",
     )
-    assert result.returncode == 1 and "1 of 3 job(s) did not complete" in result.stderr
+    assert result.returncode == 1, result.stderr  # after every job ran, with one line per failed job
+    assert "fsa: job 1_dataset=images,debug=tiny did not complete: TargetError" in result.stderr
+    assert "1 of 3 job(s) did not complete" in result.stderr
     jobs = sorted(p for p in sweep.iterdir() if p.name[0].isdigit())
-    assert len(jobs) == 3 and (sweep / ".submitit").is_dir()
-    assert [(j / "summary.json").exists() for j in jobs] == [True, False, True]
-    assert json.loads((jobs[1] / "failure.json").read_text())["error"] == "TargetError"
-    report = subprocess.run(
-        [sys.executable, "-m", "fsa.report", str(sweep)], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    assert [p.name for p in jobs] == [f"{i}_dataset=images,debug=tiny" for i in range(3)]
+    assert (sweep / ".submitit").is_dir()
+    failure = json.loads((jobs[1] / "failure.json").read_text())
+    assert failure["error"] == "TargetError" and "missing.png" in failure["message"]
+    assert not (jobs[1] / "summary.json").exists()
+    for job in (jobs[0], jobs[2]):
+        assert summary_of(job)["status"] == "complete" and not (job / "failure.json").exists()
+    report = fsa_report(str(sweep))
     assert report.returncode == 0 and "2 complete, 1 failed" in report.stdout
 
 
@@ -142,13 +133,6 @@ def test_presets_that_need_a_choice_or_a_sweep_say_so(tmp_path):
     assert result.returncode == 2 and "sweeps guidance.w_g over 0.5,1,2,4,8" in result.stderr
     assert "`fsa -m experiment=appb_wg smoke=digits" in result.stderr
     assert not (tmp_path / "paper").exists() and not (tmp_path / "sweep").exists()
-
-
-def test_null_groups_turn_the_oracle_and_wandb_off(tmp_path):
-    result = fsa("debug=tiny", "oracle=null", "logger=null", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert config["oracle"] is None and config["logger"] is None and not (tmp_path / "wandb").exists()
 
 
 def test_help_names_fsa_and_lists_every_group_with_its_options():

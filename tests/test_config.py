@@ -7,7 +7,7 @@ from omegaconf.errors import ValidationError
 
 from fsa.config import check_targets, validate
 from fsa.errors import ConfigError
-from fsa.runner import build
+from fsa.job import build
 
 FILLS = {  # mandatory values of some options
     ("dataset", "images"): ["dataset.paths=[x.png]"],

@@ -28,9 +28,17 @@ def commands(text: str) -> list[str]:
     return [c for c in dict.fromkeys(found) if "..." not in c and "<" not in c and not any(f in c for f in NOT_RUNS)]
 
 
+# A search space (Optuna's sweeper): `interval(a,b)`, `range(a,b,...)`, `choice(a,...)`, tagged or not.
+SEARCH = re.compile(r"^(?:tag\(\w+,\s*)?(?:interval|range|choice)\(([^,)]+)")
+
+
 def first_of_each_sweep(argument: str) -> str:
-    """`key=a,b` of a multirun as its first value: `key=a` (commas inside brackets are a list)."""
+    """`key=a,b` of a multirun as its first value: `key=a` (commas inside brackets are a list); a
+    search space as its first bound or choice."""
     key, sep, value = argument.partition("=")
+    searched = SEARCH.match(value)
+    if searched:
+        return f"{key}{sep}{searched.group(1).strip()}"
     depth = 0
     for i, char in enumerate(value):
         if char in "[(":
@@ -54,7 +62,8 @@ def test_every_command_shown_composes_into_a_valid_config(document, command):
     arguments = shlex.split(command)[1:]
     if "-m" in arguments:
         arguments = [first_of_each_sweep(a) for a in arguments if a != "-m"]
-    arguments = [a for a in arguments if not a.startswith(("hydra/launcher", "hydra.launcher"))]
+    hydra_own = ("hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper")
+    arguments = [a for a in arguments if not a.startswith(hydra_own)]
     arguments = [f"~{a.split('=')[0]}" if a.endswith("=null") and "." not in a.split("=")[0] else a for a in arguments]
     validate(compose_config(arguments))
 

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 import torch
-from helpers import compose_config, load_script
+from helpers import compose_config, load_script, shared_run
 from PIL import Image
 from wandb_records import history_rows, logged_table, run_id, runs_by_job_type
 from wandb_records import summary as wandb_summary
@@ -178,12 +178,7 @@ SMALL = [  # CI size: about a minute on 2 CPU cores
 ]
 
 
-@pytest.fixture(scope="module")
-def embed_run(tmp_path_factory):
-    from fsa.runner import run
-
-    out = tmp_path_factory.mktemp("embed")
-    return out, run(compose_config(SMALL, out), out)
+embed_run = shared_run("embed", SMALL)
 
 
 def test_embed_run_writes_its_tables_figures_and_summary(embed_run):
@@ -247,20 +242,21 @@ def test_embed_run_logs_one_wandb_run_with_the_descent_tables_figures_and_summar
 
 
 def test_embed_refuses_a_latent_model_and_images_it_cannot_use(tmp_path):
-    from fsa.runner import run
+    from fsa.job import run
 
     cfg = compose_config([*(o for o in SMALL if not o.startswith("logger")), "debug=tiny", "~logger"], tmp_path)
     with pytest.raises(ConfigError, match="pixel-space"):
         run(cfg, tmp_path)
 
 
+@pytest.mark.slow  # the whole job again, stopped twice
 def test_embed_stopped_by_signals_mid_descent_resumes_to_the_same_results(embed_run, tmp_path, monkeypatch):
     """SIGTERM in a method's descent, then in the cloud's: each time the run checkpoints at the end
     of the iteration under way and stops as interrupted; rerun, it ends as the run without a stop."""
     import signal
 
-    from fsa.embed_job import Units
-    from fsa.runner import Interrupted, run
+    from fsa.job import Interrupted, run
+    from fsa.tasks.embed.units import Units
 
     stops = {"dataset/gradient_descent": 4, "cloud": 6}  # unit -> the iteration a signal comes in
     descent = Units.descent
@@ -281,7 +277,7 @@ def test_embed_stopped_by_signals_mid_descent_resumes_to_the_same_results(embed_
         with pytest.raises(Interrupted, match="SIGTERM"):
             run(cfg, tmp_path)
         assert json.loads((tmp_path / "status.json").read_text())["state"] == "interrupted"
-        saved = load_checkpoint(tmp_path / "checkpoint.pt")["descent"]
+        saved = load_checkpoint(tmp_path / "checkpoint.pt")["state"]["descent"]
         assert (saved["unit"], saved["state"]["iteration"]) == (unit, iteration)
         del stops[unit]
     summary = run(cfg, tmp_path)

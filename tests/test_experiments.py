@@ -8,9 +8,9 @@ from omegaconf import OmegaConf
 
 from fsa.config import validate
 from fsa.extractors.digits_cnn import INVARIANCES
-from fsa.runner import run
+from fsa.job import run
 
-OWN = {"known_answer"}  # fsa's own presets, on the embedded digits; the others are the paper's
+OWN = {"known_answer", "optuna_schedule"}  # fsa's own presets, on the embedded digits; the others are the paper's
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if p.stem not in OWN)
 FILLS = {
     "fig8_caption": ["dataset.captions=[a dog on a beach]"],

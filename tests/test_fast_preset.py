@@ -5,7 +5,7 @@ import pytest
 from helpers import compose_config
 from hydra.utils import instantiate
 
-from fsa.runner import run
+from fsa.job import run
 
 FAST = ["sampler=fast", "guidance=fast"]
 

@@ -15,9 +15,11 @@ LAYERS = (
     ("fsa.diffusion", "fsa.extractors", "fsa.attributes"),
     # targets; Algorithm 1; an image's seeds; phi
     ("fsa.data", "fsa.guidance", "fsa.embedding", "fsa.representation"),
-    ("fsa.tracking", "fsa.speed", "fsa.evaluation"),  # run folder, checkpoints, listeners; options; figures
+    # run folder, checkpoints, W&B; speed options; judging images; pictures; the task registry (torch-free)
+    ("fsa.tracking", "fsa.speed", "fsa.evaluation", "fsa.pictures", "fsa.tasks"),
     ("fsa.config",),
-    ("fsa.runner", "fsa.embed_job", "fsa.represent_job"),
+    ("fsa.job",),  # what every task's job does around its work
+    ("fsa.tasks.guide", "fsa.tasks.embed", "fsa.tasks.represent"),  # the tasks: found by the registry at run time
     ("fsa.cli", "fsa.report", "fsa.download", "fsa.__main__"),
 )
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import compose_config
 
-from fsa.runner import run
+from fsa.job import run
 
 # (best distance, final distance, best t, best k, best phase, best PNG distance, final PNG distance)
 PINNED = {

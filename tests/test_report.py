@@ -4,17 +4,15 @@ import contextlib
 import io
 import json
 import math
-import os
 import re
-import subprocess
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import load_script
+from helpers import fsa, fsa_report, load_script
 from PIL import Image
 from wandb_records import history_rows, read_records
 
@@ -362,6 +360,15 @@ def test_wandb_offline_creates_one_report_run_in_the_out_folder(multirun, tmp_pa
     assert {"runs", "sweep", "trends", "figures/boxplot_guidance.w_g"} <= logged_names
 
 
+def test_the_report_logs_to_the_group_the_runs_recorded(multirun):
+    from fsa.report.command import recorded_group
+
+    runs = [load_run(path) for path in find_runs(multirun)]
+    assert recorded_group(runs, multirun) == f"fsa {multirun.name}"  # folders without a record: as fsa named them
+    recorded = replace(runs[1], summary={**runs[1].summary, "tracker": {"group": "appb_wg 2026-12-05 10-00-00"}})
+    assert recorded_group([runs[0], recorded], multirun) == "appb_wg 2026-12-05 10-00-00"
+
+
 def test_no_runs_returns_1(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty")]) == 1
@@ -377,23 +384,30 @@ def test_overrides_parsing_and_swept_keys(multirun):
     assert swept_keys(runs) == ["guidance.w_g"]
 
 
+@pytest.fixture(scope="module")
+def appc_sweep(scenarios) -> Path:
+    """App. C's early-steps sweep at smoke scale: two jobs."""
+
+    def build(folder: Path) -> None:
+        result = fsa(
+            "-m", "experiment=appc_early_steps", "smoke=digits", "logger.mode=disabled", f"hydra.sweep.dir={folder}"
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+
+    return scenarios.get("appc_early_steps_smoke", build)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "experiment,key,jobs", [("appb_wg", "guidance.w_g", 5), ("appc_early_steps", "guidance.early_steps", 2)]
 )
-def test_report_of_a_real_smoke_multirun(tmp_path, experiment, key, jobs):
-    sweep = tmp_path / experiment
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    command = ["-m", f"experiment={experiment}", "smoke=digits", f"hydra.sweep.dir={sweep}", "logger.mode=disabled"]
-    result = subprocess.run(
-        [sys.executable, "-m", "fsa", *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+def test_report_of_a_real_smoke_multirun(request, tmp_path, experiment, key, jobs):
+    sweep = (
+        request.getfixturevalue("appb_sweep")[0] if experiment == "appb_wg" else request.getfixturevalue("appc_sweep")
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    report_run = subprocess.run(
-        [sys.executable, "-m", "fsa.report", str(sweep)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    out = tmp_path / "report"
+    report_run = fsa_report(str(sweep), "--out", str(out))
     assert report_run.returncode == 0, report_run.stderr[-2000:]
-    out = sweep / "report"
     runs = pd.read_csv(out / "runs.csv")
     assert runs["run"].nunique() == jobs and set(runs["status"]) == {"complete"}
     # Every row holds the values of its run's own summary.json; the sweep table their means.

@@ -1,16 +1,15 @@
 """Checkpoint and resume: a killed run continues to exactly the uninterrupted result."""
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import fsa
 from PIL import Image
 from wandb_records import history_rows, read_records, run_id, run_record
 
@@ -33,18 +32,10 @@ RUN = [
     "progress=false",
     "device=cpu",
 ]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
 
 
 def start(folder: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "fsa", *RUN, f"hydra.run.dir={folder}", *extra],
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return fsa(*RUN, f"hydra.run.dir={folder}", *extra, wait=False)
 
 
 def outputs(folder: Path) -> dict:
@@ -80,11 +71,12 @@ def metric_keys(table_file: Path, variant: str) -> set[tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("whole")
-    process = start(folder)
-    assert process.wait(timeout=600) == 0, process.stdout.read()
-    return outputs(folder)
+def uninterrupted(scenarios):
+    def build(folder: Path) -> None:
+        process = start(folder)
+        assert process.wait(timeout=600) == 0, process.stdout.read()
+
+    return outputs(scenarios.get("resume_uninterrupted", build))
 
 
 def wait_for_checkpoint(folder: Path, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -176,7 +168,7 @@ def test_corrupted_or_truncated_checkpoint_is_reported_not_loaded(tmp_path):
 def test_a_run_refuses_a_bad_checkpoint_in_its_folder(tmp_path):
     from helpers import compose_config
 
-    from fsa.runner import run
+    from fsa.job import run
 
     (tmp_path / "checkpoint.pt").write_bytes(b"FSACKPT1" + b"\0" * 40)
     with pytest.raises(CheckpointError, match="corrupted"):
@@ -189,7 +181,7 @@ def test_a_signal_is_handled_at_an_iteration_boundary_then_passed_on(tmp_path, m
     requeues the job, but only after fsa has written a consistent checkpoint."""
     from helpers import compose_config
 
-    from fsa.runner import Interrupted, run
+    from fsa.job import Interrupted, run
     from fsa.tracking.progress import Progress
 
     calls = []
@@ -212,7 +204,7 @@ def test_a_signal_is_handled_at_an_iteration_boundary_then_passed_on(tmp_path, m
             run(cfg, tmp_path)
         assert calls == [(signal.SIGUSR2, True)]  # passed on once, after the checkpoint was on disk
         assert signal.getsignal(signal.SIGUSR2) is submitit_like  # fsa's handler is gone again
-        state = load_checkpoint(tmp_path / "checkpoint.pt")["decode"]
+        state = load_checkpoint(tmp_path / "checkpoint.pt")["state"]["decode"]
         assert state["counts"]["iterations"] == 3  # the iteration that was under way was finished first
         assert not (tmp_path / "failure.json").exists()
     finally:

@@ -7,21 +7,22 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers import compose_config
+from helpers import compose_config, shared_run
 from hydra.utils import instantiate
 from PIL import Image
 from wandb_records import config, history_rows, logged_table, run_id, run_record, runs_by_job_type, summary
 
 from fsa.extractors.base import FeatureExtractor
-from fsa.runner import run
-from fsa.tracking.local import TABLE_COLUMNS
+from fsa.job import run
+from fsa.tasks.guide.listeners import TABLE_COLUMNS
+
+tiny_run = shared_run("tiny", ["debug=tiny"])
 
 
 @pytest.fixture(scope="module")
-def guided(tmp_path_factory):
-    out = tmp_path_factory.mktemp("guided")
-    cfg = compose_config(["debug=tiny"], out)
-    return out, cfg, run(cfg, out)
+def guided(tiny_run):
+    out, summary = tiny_run
+    return out, compose_config(["debug=tiny"], out), summary
 
 
 def test_summary_is_written_and_complete(guided):
@@ -145,7 +146,7 @@ def test_guided_best_distance_is_below_unguided_for_the_same_seeds(guided, tmp_p
 
 
 def test_overview_picture_has_a_row_per_target_and_a_column_per_image(guided, tmp_path):
-    from fsa.tracking.overview import CELL, HEADER, LABEL
+    from fsa.pictures import CELL, HEADER, LABEL
 
     out, cfg, result = guided
     with Image.open(out / "overview.png") as image:

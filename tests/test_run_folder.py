@@ -9,13 +9,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from helpers import fsa
 
 from fsa.tracking.run_folder import SUPERSEDED, RunFolder, RunFolderError, State
 
@@ -136,37 +136,34 @@ def test_an_unwritable_folder_is_refused_clearly(tmp_path):
 
 # ---------------------------------------------------------------- real processes
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
 # Tiny random models (1 target x 2 samples): the folder's rules do not depend on what is decoded.
 SMOKE = ["debug=tiny", "logger.mode=disabled"]
 LONGER = ["sampler.num_steps=30", "checkpoint_every=5"]  # 61 guided iterations: a few seconds to catch it running
 
 
-def fsa(folder: Path, *args: str, wait: bool = True):
-    command = [sys.executable, "-m", "fsa", *SMOKE, f"hydra.run.dir={folder}", *args]
-    if not wait:
-        return subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+def fsa_in(folder: Path, *args: str, wait: bool = True):
+    """`fsa` on the tiny models in `folder` (see helpers.fsa)."""
+    return fsa(*SMOKE, f"hydra.run.dir={folder}", *args, wait=wait)
 
 
 def wait_until(condition, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-2000:]
         time.sleep(0.05)
 
 
 @pytest.mark.slow
 def test_two_processes_on_one_folder(tmp_path):
     folder = tmp_path / "run"
-    first = fsa(folder, *LONGER, wait=False)
+    first = fsa_in(folder, *LONGER, wait=False)
     wait_until(lambda: RunFolder(folder).state() == State.RUNNING, first)
     started_at = time.monotonic()
-    second = fsa(folder, *LONGER)
+    second = fsa_in(folder, *LONGER)
     assert second.returncode == 2 and time.monotonic() - started_at < 60
     (line,) = second.stderr.strip().splitlines()
     assert f"in use by process {first.pid}" in line
-    assert first.wait(timeout=600) == 0, first.communicate()[1][-2000:]
+    assert first.wait(timeout=600) == 0, first.communicate()[0][-2000:]
     table = pd.read_csv(folder / "evaluations.csv")  # whole and well-formed: one writer only
     summary = json.loads((folder / "summary.json").read_text())
     assert len(table) == 2 * summary["guided_iterations_per_sample"] * 2  # pre and post, 1 target x 2 samples
@@ -178,13 +175,13 @@ def test_two_processes_on_one_folder(tmp_path):
 @pytest.mark.slow
 def test_rerun_into_a_complete_folder_is_refused_then_fresh_starts_over(tmp_path):
     folder = tmp_path / "run"
-    assert fsa(folder).returncode == 0
+    assert fsa_in(folder).returncode == 0
     before = snapshot(folder)
     for args in ([], ["guidance.w_g=2"], ["dataset=images", f"dataset.paths=[{tmp_path}/missing.png]"]):
-        refused = fsa(folder, *args)
+        refused = fsa_in(folder, *args)
         assert refused.returncode == 2 and "already holds a complete run" in refused.stderr
         assert snapshot(folder) == before  # no failure.json beside the summary, no new log lines
-    fresh = fsa(folder, "guidance.w_g=2", "fresh=true")
+    fresh = fsa_in(folder, "guidance.w_g=2", "fresh=true")
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     (old,) = (folder / SUPERSEDED).iterdir()
     assert snapshot(old) == {k: v for k, v in before.items() if k != "run.lock"}  # the lock stays, empty
@@ -195,14 +192,14 @@ def test_rerun_into_a_complete_folder_is_refused_then_fresh_starts_over(tmp_path
 @pytest.mark.slow
 def test_a_refused_resume_leaves_the_interrupted_folder_as_it_was(tmp_path):
     folder = tmp_path / "run"
-    process = fsa(folder, *LONGER, wait=False)
+    process = fsa_in(folder, *LONGER, wait=False)
     wait_until(lambda: (folder / "checkpoint.pt").exists(), process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 3
     assert RunFolder(folder).state() == State.INTERRUPTED
     before = snapshot(folder)
-    refused = fsa(folder, *LONGER, "guidance.w_g=2")
+    refused = fsa_in(folder, *LONGER, "guidance.w_g=2")
     assert refused.returncode == 2 and "differs in: guidance" in refused.stderr
     assert snapshot(folder) == before  # config record, log, checkpoint: all as they were
-    resumed = fsa(folder, *LONGER)
+    resumed = fsa_in(folder, *LONGER)
     assert resumed.returncode == 0 and "resuming from" in resumed.stderr

@@ -15,8 +15,8 @@ from fsa.diffusion.backbones import load_pixel_diffusion
 from fsa.errors import FsaError, WeightsUnavailableError
 from fsa.extractors import OpenCLIPExtractor, TimmExtractor, TinyExtractor, TorchvisionExtractor
 from fsa.extractors.digits_cnn import DigitsCNNExtractor
+from fsa.job import run
 from fsa.report.figures import load_gradients
-from fsa.runner import run
 from fsa.tracking.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 

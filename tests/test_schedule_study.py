@@ -3,6 +3,7 @@ target sets, its FLOPs per sample are counted from the run's own counts, and ver
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 from helpers import load_script
@@ -16,13 +17,16 @@ EXTRA = ["dataset.limit=2"]
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(scenarios):
     script = load_script("schedule_study")
-    out = tmp_path_factory.mktemp("study")
     argv = ["--reference", REFERENCE, "--cases", *[f"--case={name}={o}" for name, o in CASES.items()]]
-    argv += ["--seeds", "1", "--extra", *EXTRA, "--tiny-flops", "--out", str(out)]
-    assert script.main(argv) == 0
-    return script, out, argv
+    argv += ["--seeds", "1", "--extra", *EXTRA, "--tiny-flops"]
+
+    def build(folder: Path) -> None:
+        assert script.main([*argv, "--out", str(folder)]) == 0
+
+    out = scenarios.get("schedule_study", build)
+    return script, out, [*argv, "--out", str(out)]
 
 
 @pytest.mark.slow

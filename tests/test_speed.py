@@ -13,7 +13,7 @@ from fsa.diffusion.samplers import DDIMSampler
 from fsa.diffusion.schedule import NoiseSchedule
 from fsa.guidance.decoder import POST, PRE, guided_decode
 from fsa.guidance.feature_guidance import FeatureGuidance
-from fsa.runner import run
+from fsa.job import run
 from fsa.speed import SpeedOptions, apply_speed_options
 
 GUIDANCE = FeatureGuidance(early_steps=1, early_k=3, k=2)  # 9 guided iterations over DDIM 4

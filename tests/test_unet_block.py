@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from helpers import compose_config
+from helpers import compose_config, shared_run
 
 from fsa import ASSETS_DIR
 from fsa.config import validate
@@ -82,7 +82,7 @@ def test_phi_of_a_latent_model_reads_the_vae_latent_and_passes_gradients_to_the_
     [("extractor.timestep=1000", "timestep"), ("extractor.noise_samples=0", "noise_samples")],
 )
 def test_bad_extractor_settings_are_refused(override, message):
-    from fsa.runner import build
+    from fsa.job import build
 
     with pytest.raises(ExtractorError, match=message):
         build(compose_config(["extractor=unet_block", override]).extractor)
@@ -138,7 +138,7 @@ def test_self_guided_decoding_resumed_from_any_step_ends_exactly_as_without_a_st
 def test_bad_self_guided_settings_are_refused_before_any_model_loads(overrides, message):
     with pytest.raises(ConfigError, match=message):
         validate(compose_config(overrides))
-        from fsa.runner import build
+        from fsa.job import build
 
         build(compose_config(overrides).guidance)
 
@@ -155,12 +155,7 @@ SELF_GUIDED = [  # CI size: 2 digits x 8 seeds, DDIM 20, about 20 s here; printe
 ]
 
 
-@pytest.fixture(scope="module")
-def self_guided_run(tmp_path_factory):
-    from fsa.runner import run
-
-    out = tmp_path_factory.mktemp("self_guided")
-    return out, run(compose_config(SELF_GUIDED, out), out)
+self_guided_run = shared_run("self_guided", SELF_GUIDED)
 
 
 def test_self_guided_reconstructions_keep_the_class_and_beat_unguided_samples(self_guided_run):
@@ -175,7 +170,7 @@ def test_self_guided_reconstructions_keep_the_class_and_beat_unguided_samples(se
     assert proof["final_oracle_agreement"]["guided"] >= 0.6 > 0.4 > proof["final_oracle_agreement"]["unguided"]
 
 
-def test_eight_seeds_per_target_make_the_papers_fig_7_panels(self_guided_run):
+def test_eight_seeds_per_target_make_the_papers_fig_7_panels(self_guided_run, tmp_path):
     from fsa.report.command import main
     from fsa.report.layouts import RING, ring_panels
     from fsa.report.runs import load_run
@@ -195,8 +190,8 @@ def test_eight_seeds_per_target_make_the_papers_fig_7_panels(self_guided_run):
             agreeing = sum(r.final_oracle_class == r.target_label for r in mine)
             mean = sum(r.final_distance for r in mine) / RING
             assert panel.caption == f"oracle {agreeing}/{RING}, mean distance {mean:.3g}"
-    assert main([str(out), "--out", str(out / "report")]) == 0
-    assert len(list((out / "report" / "figures").glob("panels_*.png"))) == 1
+    assert main([str(out), "--out", str(tmp_path / "report")]) == 0
+    assert len(list((tmp_path / "report" / "figures").glob("panels_*.png"))) == 1
 
 
 def test_participation_and_neighbour_agreement_on_known_answers():
@@ -220,12 +215,7 @@ REPRESENT = [  # CI size: 8 held-out digits per class, 4 noise levels: seconds
 ]
 
 
-@pytest.fixture(scope="module")
-def represent_run(tmp_path_factory):
-    from fsa.runner import run
-
-    out = tmp_path_factory.mktemp("represent")
-    return out, run(compose_config(REPRESENT, out), out)
+represent_run = shared_run("represent", REPRESENT)
 
 
 def test_represent_run_writes_tables_that_agree_with_its_summary(represent_run):
@@ -272,7 +262,7 @@ def test_represent_run_logs_its_tables_and_agreements_to_wandb(represent_run):
 
 
 def test_represent_refuses_a_block_the_model_has_not(tmp_path):
-    from fsa.runner import run
+    from fsa.job import run
 
     with pytest.raises(ExtractorError, match="its blocks: down_blocks.0"):
         run(compose_config([*REPRESENT[:-3], "task.blocks=[middle]", "~logger"], tmp_path), tmp_path)

@@ -55,7 +55,7 @@ class TargetError(FsaError, ValueError):
 class Target:
     """One target feature f_s and where it came from.
 
-    ``feature`` is a (D,) fp32 CPU tensor (the runner moves it to its device). ``image`` is the
+    ``feature`` is a (D,) fp32 CPU tensor (the guide task moves it to its device). ``image`` is the
     actual image as the extractor saw it, (3, S, S) in [0, 1] after its resize and centre crop,
     kept for figure grids; None for captions and feature files.
     """

@@ -47,6 +47,15 @@ class Evaluation:
     stats: GuidanceStats | None = None
 
 
+@dataclass(frozen=True)
+class Targets:
+    """What a batch's samples aim at: f_s per sample (B, D), and the target images as the model's
+    clean latents (B, C, H, W) where the guidance reads them (`needs_target_latent`), else None."""
+
+    feature: Tensor
+    latent: Tensor | None = None
+
+
 @dataclass
 class DecodeResult:
     """Best and final images with where they were found; per-sample tensors are (B,) on the CPU."""
@@ -152,7 +161,7 @@ def guided_decode(
     timesteps = sampler.timesteps(schedule.num_train_timesteps)
     run = DecodeRun(backbone, extractor, target, generators, dtype, callback)
     z, start_step, start_k = run.start(resume)
-    device, autocast, score, report = run.device, run.autocast, run.score, run.report
+    device = run.device
 
     for step, t in enumerate(timesteps):
         if step < start_step:
@@ -169,20 +178,13 @@ def guided_decode(
                     lr = guidance.sign * guidance.backward_lr
                     eps_guided = backward_guidance(run, z, eps_guided, abar_t, guidance.backward_steps, lr)
             else:
-                with torch.no_grad():
-                    with autocast:
-                        eps = backbone.predict_noise(z, t)
-                        image = backbone.decode(predict_x0(z, eps, abar_t))
-                    distance, cosine = score(image)
+                with torch.no_grad(), run.autocast:
+                    eps = backbone.predict_noise(z, t)
+                image, distance, cosine = run.score_x0(z, eps, abar_t)
                 eps_guided, stats = eps.float(), None
-            report(step, t, k, PRE, image, distance, cosine, stats)
-
-            if guidance.checks_post(k, recurrences):
-                with torch.no_grad():
-                    with autocast:
-                        image = backbone.decode(predict_x0(z, eps_guided, abar_t))
-                    distance, cosine = score(image)
-                report(step, t, k, POST, image, distance, cosine, None)
+            run.report(step, t, k, PRE, image, distance, cosine, stats)
+            if guidance.checks_post(k, recurrences):  # the authors' extra check of z0' from eps'
+                run.report(step, t, k, POST, *run.score_x0(z, eps_guided, abar_t), None)
 
             z = z.detach()
             step_noise = initial_noise(generators, z.shape[1:], device) if sampler.stochastic else None
@@ -285,6 +287,15 @@ class DecodeRun:
         with self.autocast:
             features = self.extractor(self.extractor.prepare_generated(image))
         return squared_distance(features, self.target), cosine_similarity(features, self.target)
+
+    def score_x0(self, z: Tensor, eps: Tensor, abar_t: float) -> tuple[Tensor, Tensor, Tensor]:
+        """z0_hat of z_t and eps (Eq. 1) decoded (line 6) and scored (Eq. 2), without a gradient:
+        the image, its distance and its cosine."""
+        with torch.no_grad():
+            with self.autocast:
+                image = self.backbone.decode(predict_x0(z, eps, abar_t))
+            distance, cosine = self.score(image)
+        return image, distance, cosine
 
     def score_with_gradient(self, x0: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """D(x0), its distance and cosine (Eq. 2), and the distance's gradient with respect to x0."""

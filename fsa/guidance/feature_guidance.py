@@ -4,12 +4,22 @@ All functions work per sample on batched tensors: norms, means and stds are take
 every dimension but the first.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from fsa.guidance.options import CLIP_MODES, GuidanceOptions
+
+if TYPE_CHECKING:
+    from fsa.diffusion.backbones import DiffusionBackbone
+    from fsa.diffusion.samplers import Sampler
+    from fsa.extractors.base import FeatureExtractor
+    from fsa.guidance.decoder import DecodeResult, Targets
 
 
 def _per_sample(x: Tensor) -> Tensor:
@@ -77,6 +87,22 @@ class GuidanceStats:
 @dataclass(frozen=True)
 class FeatureGuidance(GuidanceOptions):
     """The paper's guidance: its hyper-parameters and K schedule (`GuidanceOptions`) and Eq. 3."""
+
+    needs_target_latent: ClassVar[bool] = False  # Eq. 3 needs only f_s
+
+    def decode(
+        self,
+        backbone: DiffusionBackbone,
+        sampler: Sampler,
+        extractor: FeatureExtractor,
+        targets: Targets,
+        generators: Sequence[torch.Generator],
+        **options: Any,
+    ) -> DecodeResult:
+        """Algorithm 1 under this guidance: `guided_decode` (the decode signature every guidance shares)."""
+        from fsa.guidance.decoder import guided_decode  # the decoder imports this module's Eq. 2 and 3
+
+        return guided_decode(backbone, sampler, self, extractor, targets.feature, generators, **options)
 
     def guide(self, eps: Tensor, grad: Tensor) -> tuple[Tensor, GuidanceStats]:
         """Eq. 3 with normalisation and clipping: eps' = eps +- w_g * clip(normalise(g))."""

@@ -4,6 +4,12 @@ from dataclasses import dataclass, replace
 
 from fsa.errors import ConfigError
 
+# A guide run decodes every target once per variant, with the same sampler, targets and seeds: the
+# guided decode, and the baselines a run asks for (`baselines=`). Each guidance says what its
+# baselines are (`baseline`); a baseline that makes no sense for it (printed_sign without Eq. 3) is None.
+GUIDED = "guided"
+BASELINES = ("unguided", "printed_sign")
+VARIANTS = (GUIDED, *BASELINES)
 CLIP_MODES = ("mean", "zero", "off")
 DIRECTIONS = ("descend", "ascend")
 GRADIENTS = ("z_t", "z0_hat")
@@ -104,6 +110,10 @@ class GuidanceOptions:
         """The baseline: the same schedule and scoring with w_g = 0."""
         return replace(self, w_g=0.0)
 
+    def baseline(self, name: str) -> "GuidanceOptions":
+        """unguided: w_g = 0; printed_sign: eps - w_g g, the sign the paper prints in Eq. 3."""
+        return self.unguided() if name == "unguided" else replace(self, direction="ascend")
+
 
 @dataclass(frozen=True)
 class SelfGuidedOptions:
@@ -145,3 +155,7 @@ class SelfGuidedOptions:
     def unguided(self) -> "SelfGuidedOptions":
         """The baseline: the same sampler with no matching step."""
         return replace(self, max_iterations=0)
+
+    def baseline(self, name: str) -> "SelfGuidedOptions | None":
+        """unguided: no matching step; printed_sign flips Eq. 3, which self-guidance has not: None."""
+        return self.unguided() if name == "unguided" else None

@@ -14,15 +14,15 @@ guidance methods are judged by the same distance.
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.diffusion.samplers import Sampler
-from fsa.diffusion.schedule import predict_x0
 from fsa.extractors.unet_block import UNetBlockExtractor
-from fsa.guidance.decoder import PRE, DecodeResult, DecodeRun, DecodeState, Evaluation, initial_noise
+from fsa.guidance.decoder import PRE, DecodeResult, DecodeRun, DecodeState, Evaluation, Targets, initial_noise
 from fsa.guidance.options import SelfGuidedOptions
 
 
@@ -39,6 +39,25 @@ class Matching:
 @dataclass(frozen=True)
 class SelfGuidance(SelfGuidedOptions):
     """`SelfGuidedOptions` with the matching step (Algorithm 2)."""
+
+    needs_target_latent: ClassVar[bool] = True  # matching reads phi of the target images themselves
+
+    def decode(
+        self,
+        backbone: DiffusionBackbone,
+        sampler: Sampler,
+        extractor: UNetBlockExtractor,
+        targets: Targets,
+        generators: Sequence[torch.Generator],
+        **options: Any,
+    ) -> DecodeResult:
+        """Algorithms 1 and 2 under this guidance: `self_guided_decode` (the decode signature every
+        guidance shares); `targets.latent` holds the target images in the model's space."""
+        if targets.latent is None:
+            raise ValueError("self-guided decoding needs the target images (targets.latent)")
+        return self_guided_decode(
+            backbone, sampler, self, extractor, targets.feature, targets.latent, generators, **options
+        )
 
     def match(self, represent: Callable[[Tensor], Tensor], z: Tensor, target: Tensor) -> tuple[Tensor, Matching]:
         """Move each sample's z (B, C, H, W) until represent(z) (B, D) is within the tolerance of
@@ -106,9 +125,7 @@ def self_guided_decode(
             run.counts["unet"] += 1
             with run.autocast:
                 eps = backbone.predict_noise(z, t).float()
-                image = backbone.decode(predict_x0(z, eps, abar_t))
-            distance, cosine = run.score(image)
-            run.report(step, t, 0, PRE, image, distance, cosine, None)
+            run.report(step, t, 0, PRE, *run.score_x0(z, eps, abar_t), None)
             step_noise = initial_noise(generators, z.shape[1:], run.device) if sampler.stochastic else None
             z_prev = sampler.step(z, eps, abar_t, abar_prev, step_noise, run.history)
             run.remember(sampler, z, eps, abar_t)

@@ -32,6 +32,7 @@ from fsa.report.page import write_page
 from fsa.report.runs import (
     STATES,
     Run,
+    file_label,
     find_runs,
     load_run,
     markdown_table,
@@ -42,7 +43,6 @@ from fsa.report.runs import (
     run_title,
     run_value,
     runs_table,
-    slug,
     sweep_markdown,
     sweep_table,
     swept_keys,
@@ -105,7 +105,7 @@ def sweep_figures(runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str],
             for value in value_order(values.values())
         }
         if any(groups.values()):
-            path = plot_boxplot(key, groups, out / f"boxplot_{slug(key)}.png")
+            path = plot_boxplot(key, groups, out / f"boxplot_{file_label(key)}.png")
             figures.append(Figure(path, "boxplot", f"best distance per {key}", "Fig. 10 (App. B)"))
         others = [other for other in keys if other != key]
 
@@ -117,7 +117,7 @@ def sweep_figures(runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str],
             title = f"best image of each run by {key}" + (f" ({', '.join(fixed)})" if fixed else "")
             layout = by_swept_value(list(group), key, title)
             if layout is not None and len(layout.columns) > 1:
-                name = "__".join([f"sweep_{slug(key)}", *(slug(f) for f in fixed)])
+                name = f"sweep_{file_label('__'.join([key, *fixed]))}"
                 figures.append(Figure(plot_image_table(layout, out / f"{name}.png"), "sweep", title, paper))
     return figures
 
@@ -171,39 +171,31 @@ def figure_lines(figures: Sequence[Figure], out: Path) -> list[str]:
 # ---------------------------------------------------------------- W&B
 
 
-def wandb_table(table: pd.DataFrame) -> Any:
-    """A wandb.Table that tolerates missing values (pandas' NA is not JSON)."""
-    import wandb
-
-    clean = table.astype(object).where(table.notna(), None)
-    return wandb.Table(columns=[str(c) for c in clean.columns], data=clean.values.tolist())
+def recorded_group(runs: Sequence[Run], folder: Path) -> str:
+    """The W&B group the runs logged to, from their own record (summary.json); for run folders
+    written before runs recorded it, the group fsa gave them (the experiment and the folder)."""
+    recorded = [((run.summary or {}).get("tracker") or {}).get("group") for run in runs]
+    experiment = parse_overrides(runs[0].overrides).get("experiment") if runs else None
+    return next((group for group in recorded if group), None) or wandb_group(experiment, folder)
 
 
 def log_to_wandb(
-    mode: str, out: Path, group: str, config: dict[str, Any], tables: dict[str, pd.DataFrame], figures: list[Path]
+    mode: str, out: Path, runs: Sequence[Run], folder: Path, tables: dict[str, pd.DataFrame], figures: list[Path]
 ) -> str:
-    """One W&B run (job_type "report") in the jobs' group, holding the tables and the figures."""
-    import wandb
+    """One W&B run (job type "report") in the runs' group, holding the tables and the figures."""
+    from fsa.config import LoggerConfig
+    from fsa.tracking.tracker import Tracker
 
-    from fsa.tracking.wandb_logger import resolve_mode
-
+    config = next((run.config for run in runs if run.config), {})
     logger = config.get("logger") if isinstance(config.get("logger"), dict) else {}
-    resolved = resolve_mode(mode)
-    run = wandb.init(
-        project=logger.get("project") or "fsa",
-        entity=logger.get("entity"),
-        group=logger.get("group") or group,
-        job_type="report",
-        name=f"report-{group}",
-        dir=str(out),
-        mode=resolved,
-        config={"folder": group},
-        reinit="finish_previous",
-    )
-    run.log({name: wandb_table(table) for name, table in tables.items() if not table.empty})
-    run.log({f"figures/{png.stem}": wandb.Image(str(png)) for png in figures})
-    where = f"W&B run {run.id} ({resolved}) in {run.dir}"
-    run.finish()
+    group = recorded_group(runs, folder)
+    options = LoggerConfig(mode=mode, project=logger.get("project") or "fsa", entity=logger.get("entity"))
+    tracker = Tracker(options, out, {"folder": group}, group, f"report-{group}")
+    run = tracker.open("report", job_type="report")
+    kept = {name: table for name, table in tables.items() if not table.empty}
+    tracker.log_outputs("report", kept, {f"figures/{png.stem}": png for png in figures})
+    where = f"W&B run {run.id} ({tracker.mode}) in {run.dir}"
+    tracker.finish()
     return where
 
 
@@ -257,9 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"  trend: {sentence}" for sentence in sentences] + figure_lines(figures, figures_dir)
     print("\n".join(lines))
     if args.wandb != "disabled":
-        config = next((run.config for run in runs if run.config), {})
-        experiment = parse_overrides(runs[0].overrides).get("experiment")
-        group = wandb_group(experiment, folder)  # the group the jobs logged to
-        print("  " + log_to_wandb(args.wandb, out, group, config, tables, [f.path for f in figures]))
+        print("  " + log_to_wandb(args.wandb, out, runs, folder, tables, [f.path for f in figures]))
     print(f"fsa-report: report in {out}; open {page}")
     return 0

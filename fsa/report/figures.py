@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fsa.pictures import OKABE_ITO
 from fsa.report.layouts import RING, ImageTable, PanelTable
-from fsa.tracking.overview import OKABE_ITO
 
 PALETTE = OKABE_ITO
 MIN_PIXELS = 128  # smaller images are upscaled (nearest neighbour) to at least this size

@@ -68,30 +68,25 @@ def state_html(run: Run) -> str:
 
 
 def runs_overview(runs: Sequence[Run], keys: Sequence[str]) -> str:
+    """One row per run: its folder, what it ran, its state, and its task's headline numbers."""
     rows = []
     for run in runs:
         summary: dict[str, Any] = run.summary or {}
         best = summary.get("mean_best_distance")
         final = summary.get("mean_final_distance")
+        cells = [run.name, run_title(run, keys), run.task_name]
         rows.append(
             "<tr>"
-            f'<td class="text">{html.escape(run.name)}</td><td class="text">{html.escape(run_title(run, keys))}</td>'
-            f'<td class="text">{state_html(run)}</td>'
+            + "".join(f'<td class="text">{html.escape(cell)}</td>' for cell in cells)
+            + f'<td class="text">{state_html(run)}</td>'
             f"<td>{html.escape(format_cell(best))}</td><td>{html.escape(format_cell(final))}</td>"
-            f'<td class="text">{html.escape(run.message)}</td></tr>'
+            f'<td class="text">{html.escape(run.headline())}</td><td class="text">{html.escape(run.message)}</td></tr>'
         )
-    head = "<th>folder</th><th>run</th><th>state</th><th>mean best distance</th><th>mean final distance</th>"
-    return f"<table><thead><tr>{head}<th>message</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-TASK_TABLES = {  # the tables a task's run shows on the page, with their captions
-    "embed": {"methods.csv": "reconstruction MSE per method ([0, 1] pixel units)"},
-    "represent": {
-        "neighbours.csv": "nearest-neighbour class agreement per representation and noise level",
-        "sparsity.csv": "participation ratio of phi_t over its channels, as a fraction of them (lower: sparser)",
-        "stability.csv": "cosine of phi_t to phi at the reference noise level",
-    },
-}
+    head = "".join(
+        f"<th>{name}</th>"
+        for name in ("folder", "run", "task", "state", "mean best distance", "mean final distance", "result", "message")
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def run_details(run: Run, keys: Sequence[str]) -> str:
@@ -105,24 +100,29 @@ def run_details(run: Run, keys: Sequence[str]) -> str:
             "<figcaption>targets (rows) against the best and final image of each sample, and the "
             "baselines' for the same seeds</figcaption></figure>"
         )
-    for folder, tables in (
-        (run.folder.embedding_dir, TASK_TABLES["embed"]),
-        (run.folder.representation_dir, TASK_TABLES["represent"]),
-    ):
-        if not folder.is_dir():  # task=embed or task=represent: its tables and figures
-            continue
-        for file, caption in tables.items():
-            if (folder / file).exists():
-                parts.append(f"<p>{html.escape(caption)}:</p>" + table_html(pd.read_csv(folder / file)))
-        for png in sorted(folder.glob("*.png")):
-            parts.append(
-                f'<figure><img src="{embed(png)}" alt="{html.escape(png.stem)}">'
-                f"<figcaption>{html.escape(png.stem.replace('_', ' '))}</figcaption></figure>"
-            )
+    parts += task_outputs(run)
     parts.append(f"<p>overrides: <code>{html.escape(' '.join(run.overrides) or '(none)')}</code></p>")
     config = yaml.safe_dump(run.config, sort_keys=False) if run.config else "(no config.yaml)"
     parts.append(f"<pre>{html.escape(config)}</pre></details>")
     return "".join(parts)
+
+
+def task_outputs(run: Run) -> list[str]:
+    """The tables its task names (with their captions) and the figures in the folders it writes."""
+    task, parts = run.task, []
+    if task is None:
+        return parts
+    for file, caption in task.tables.items():
+        if run.folder.path(file).exists():
+            parts.append(f"<p>{html.escape(caption)}:</p>" + table_html(pd.read_csv(run.folder.path(file))))
+    for output in task.outputs:
+        folder = run.folder.path(output)
+        for png in sorted(folder.glob("*.png")) if folder.is_dir() else []:
+            parts.append(
+                f'<figure><img src="{embed(png)}" alt="{html.escape(png.stem)}">'
+                f"<figcaption>{html.escape(png.stem.replace('_', ' '))}</figcaption></figure>"
+            )
+    return parts
 
 
 def write_page(

@@ -8,8 +8,8 @@ Trend sentences are computed from the measured distances (Spearman's rho), never
 
 from __future__ import annotations
 
+import hashlib
 import math
-import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,14 +19,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fsa.tracking.run_folder import GUIDED, RunFolder, SampleResult, State
+from fsa.errors import ConfigError
+from fsa.guidance.options import GUIDED, VARIANTS
+from fsa.tasks import Task, task_of
+from fsa.tracking.run_folder import RunFolder, SampleResult, State, slug
 
-VARIANTS = ("guided", "unguided", "printed_sign")
 RUN_COLUMNS = (
     "run",
     "overrides",
     "status",
     "message",
+    "task",
+    "headline",
     "variant",
     "target",
     "sample",
@@ -36,9 +40,10 @@ RUN_COLUMNS = (
     "best_png_distance",
     "calibrated_best_distance",
 )
-SAMPLE_FIELDS = RUN_COLUMNS[5:]
+SAMPLE_FIELDS = RUN_COLUMNS[7:]
 NO_TREND = 0.3  # |rho| below this: "no clear trend"
 DEFAULT = "(default)"  # a swept key the run did not override and whose value its config does not give
+LABEL = 120  # characters at most of a figure's file name, less its kind and suffix
 STATES = (State.COMPLETE, State.FAILED, State.INTERRUPTED, State.RUNNING, State.NEW)
 
 
@@ -65,6 +70,26 @@ class Run:
         """guided, then the baselines the run made, in the report's order."""
         names = [GUIDED, *((self.summary or {}).get("baseline_samples") or {})]
         return sorted(names, key=variant_order)
+
+    @property
+    def task(self) -> Task | None:
+        """The task that made the run, as its config names it; None when that task is not installed here."""
+        try:
+            return task_of(self.config.get("task") if isinstance(self.config.get("task"), dict) else None)
+        except ConfigError:
+            return None
+
+    @property
+    def task_name(self) -> str:
+        node = self.config.get("task")
+        return str(node.get("name")) if isinstance(node, dict) and node.get("name") else "guide"
+
+    def headline(self) -> str:
+        """The run's result in one line, as its task reads its summary; blank until it completes."""
+        task = self.task
+        if self.summary is None or task is None:
+            return ""
+        return task.headline(self.summary)
 
 
 # ---------------------------------------------------------------- finding and reading runs
@@ -162,7 +187,8 @@ def run_value(run: Run, key: str) -> str:
 def sample_rows(run: Run) -> list[dict[str, Any]]:
     """One row per (variant, target, sample); a run without a summary gets one row of its own."""
     base = {"run": run.name, "overrides": " ".join(run.overrides), "status": run.status, "message": run.message}
-    if run.summary is None:
+    base |= {"task": run.task_name, "headline": run.headline()}
+    if run.summary is None or run.task_name != "guide":  # a task with no samples: one row, its headline
         return [{**base, "variant": None, **dict.fromkeys(SAMPLE_FIELDS)}]
     rows = [
         {**base, "variant": variant, **{field: getattr(record, field) for field in SAMPLE_FIELDS}}
@@ -337,17 +363,21 @@ def sweep_markdown(sweep: pd.DataFrame) -> str:
     return markdown_table(sweep_view(sweep))
 
 
-def slug(name: str) -> str:
-    """A file-name-safe form of a run name or key (`0_a=1,b=2` -> `0_a=1_b=2`)."""
-    return re.sub(r"[^\w.=+-]+", "_", name).strip("_") or "run"
-
-
 def run_label(run: Run, keys: Sequence[str]) -> str:
     """A short file-name part: `<job number>_<swept key>=<value>` for a sweep's job, else the folder name."""
     head = run.name.split("_", 1)[0]
     if keys and head.isdigit():
-        return slug("_".join([head, *(f"{key}={run_value(run, key)}" for key in keys)]))
-    return slug(run.name)
+        return file_label("_".join([head, *(f"{key}={run_value(run, key)}" for key in keys)]))
+    return file_label(run.name)
+
+
+def file_label(text: str) -> str:
+    """`slug(text)` as a part of a figure's file name: at most LABEL characters; a longer one is cut and
+    ends in a hash of the whole, so two long names stay two files."""
+    whole = slug(text, limit=len(text) + 1, empty="run")
+    if len(whole) <= LABEL:
+        return whole
+    return f"{whole[: LABEL - 9]}_{hashlib.sha1(whole.encode()).hexdigest()[:8]}"
 
 
 def run_title(run: Run, keys: Sequence[str]) -> str:

@@ -1,7 +1,8 @@
 """The run folder: every file a run writes and reads, the folder's state, and the lock on it.
 
-One module owns the layout, so the runner writes through it, `fsa-report` reads through it and the
-tests build folders with it. Paths are relative to the run folder:
+One module owns the layout, so the job and its task write through it, `fsa-report` reads through it
+and the tests build folders with it. Paths are relative to the run folder (the guide task's files;
+each task declares what else it writes, `Task.outputs`, e.g. `embedding/` and `representation/`):
 
     status.json        the state (new | running | interrupted | complete | failed), by which process, history
     run.lock           locked (flock, empty) by the process running here; the OS releases it if that dies
@@ -45,13 +46,12 @@ from typing import IO, Any
 import yaml
 
 from fsa.errors import FsaError
+from fsa.guidance.options import GUIDED
 
 log = logging.getLogger("fsa")
 
 STATUS, LOCK, CONFIG, OVERRIDES, LOG = "status.json", "run.lock", "config.yaml", "overrides.yaml", "fsa.log"
 SUMMARY, FAILURE, CHECKPOINT, OVERVIEW = "summary.json", "failure.json", "checkpoint.pt", "overview.png"
-EMBEDDING = "embedding"  # task=embed's tables and figures
-REPRESENTATION = "representation"  # task=represent's
 EVALUATIONS, GRADIENTS, IMAGES, BASELINES, SUPERSEDED = (
     "evaluations.csv",
     "gradients.pt",
@@ -59,7 +59,6 @@ EVALUATIONS, GRADIENTS, IMAGES, BASELINES, SUPERSEDED = (
     "baselines",
     "superseded",
 )
-GUIDED = "guided"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 # What a run must agree on to continue another's folder; the rest (where, how it logs) may differ.
 NOT_COMPARED = ("resume", "fresh", "progress", "logger", "checkpoint_every")
@@ -121,14 +120,22 @@ class SampleResult:
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")  # the day folder of hydra.run.dir / hydra.sweep.dir
 
 
-def slug(text: str, limit: int = 48) -> str:
-    """A file-name-safe form of a target's name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:limit] or "target"
+def slug(text: str, limit: int = 48, empty: str = "target") -> str:
+    """A file-name-safe form of a name (a target's, a run's, a key's): letters, digits and `_.=+-`
+    kept, every other run of characters one `_`, at most `limit` characters, `empty` if nothing is left."""
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", text).strip("_")[:limit] or empty
 
 
 def target_folder_name(index: int, name: str) -> str:
     """`images/<nnn>_<name>/`: numbered, so targets keep the order they were given in."""
     return f"{index:03d}_{slug(name)}"
+
+
+def job_folder(resume: str | None, output_dir: Path) -> Path:
+    """The one place that says where a job runs: `resume=<folder>` continues that folder's run,
+    otherwise Hydra's output folder for the job (which also resumes when it holds a checkpoint: a
+    requeued Slurm job reruns in the same folder)."""
+    return Path(resume) if resume else Path(output_dir)
 
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -216,14 +223,6 @@ class RunFolder:
     def attributes_file(self) -> Path:
         """Per sample of the guided and unguided runs, each attribute's distance to the target."""
         return self.root / "attributes.csv"
-
-    @property
-    def embedding_dir(self) -> Path:
-        return self.root / EMBEDDING
-
-    @property
-    def representation_dir(self) -> Path:
-        return self.root / REPRESENTATION
 
     # ------------------------------------------------------------------ reading
 

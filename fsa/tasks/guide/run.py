@@ -1,0 +1,212 @@
+"""The guide task's work, in numbered phases: the paper's guided decoder on every target, then each
+baseline with the same sampler, targets and seeds.
+
+1. models and targets (the targets first: a bad one fails before the big model loads);
+2. the plan: batches of samples, decoded once per variant (guided, then each baseline);
+3. decoding, batch by batch, resuming where the checkpoint left off (`GuideState`);
+4. judging and summarising: calibrated distances, the oracle's verdicts, the proof, retention;
+5. telling the user what came out and where.
+The algorithm itself is `fsa.guidance` (pure); the files are the run folder's (`fsa.tracking`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from fsa.attributes.measures import load_measures
+from fsa.config import attributes_options
+from fsa.data.targets import Target
+from fsa.diffusion.backbones import DiffusionBackbone
+from fsa.diffusion.samplers import Sampler
+from fsa.evaluation import comparison_table, mean_pairwise_distance, proof_figures, retention_table, variant_figures
+from fsa.extractors.base import FeatureExtractor
+from fsa.guidance.options import GUIDED
+from fsa.job import Job
+from fsa.speed import apply_speed_options, torch_dtype
+from fsa.tasks.guide.decoding import Decoding, GuideState, Sample, batches
+from fsa.tasks.guide.judging import judge, retention
+from fsa.tasks.guide.listeners import EvaluationSeries
+from fsa.tasks.guide.overview import write_overview
+from fsa.tracking.progress import Progress
+from fsa.tracking.run_folder import SampleResult
+
+log = logging.getLogger("fsa")
+
+
+@dataclass
+class Models:
+    """What phase 1 loads: the networks, the targets, and the judges (oracle, attribute measures)."""
+
+    backbone: DiffusionBackbone
+    sampler: Sampler
+    guidance: Any  # FeatureGuidance or SelfGuidance: both decode through `guidance.decode`
+    extractor: FeatureExtractor
+    targets: list[Target]
+    oracle: Any
+    measures: dict[str, Any]
+    speed: Any  # SpeedOptions, applied to the backbone and the extractor
+    dtype: torch.dtype
+
+
+@dataclass
+class Plan:
+    """Phase 2: the batches of samples, the variants (guided, then each baseline) and their size."""
+
+    batches: list[list[Sample]]
+    variants: dict[str, Any]
+    timesteps: int
+    iterations: int  # guided iterations per sample
+    samples_per_target: int
+
+
+def guide(job: Job) -> dict[str, Any]:
+    """The whole guide task; returns its part of the summary."""
+    models = load(job)  # 1
+    plan = make_plan(job, models)  # 2
+    series = EvaluationSeries(job.tracker, list(plan.variants)) if job.tracker else None
+    samples = decode(job, models, plan, series)  # 3
+    summary, figures = summarise(job, models, plan, samples)  # 4
+    tell(job, summary, figures, samples, series)  # 5
+    return summary
+
+
+def load(job: Job) -> Models:
+    """1. Models and targets; the targets first, so that a bad one fails before the big model loads."""
+    cfg = job.cfg
+    extractor: FeatureExtractor = job.build("extractor").to(job.device)
+    targets = job.build("dataset").load(extractor)[: cfg.max_targets]
+    oracle = job.build("oracle") if cfg.get("oracle") else None
+    attributes = attributes_options(cfg) if cfg.get("attributes") is not None else None
+    backbone: DiffusionBackbone = job.build("model").to(job.device)
+    speed = job.build("speed")
+    apply_speed_options(backbone, extractor, speed)
+    measures = load_measures(attributes.measures) if attributes else {}
+    guidance, sampler = job.build("guidance"), job.build("sampler")
+    return Models(backbone, sampler, guidance, extractor, targets, oracle, measures, speed, torch_dtype(cfg.dtype))
+
+
+def make_plan(job: Job, models: Models) -> Plan:
+    """2. Batches of samples, decoded once per variant: guided, then each baseline the config asks for."""
+    cfg, guidance = job.cfg, models.guidance
+    steps = len(models.sampler.timesteps(models.backbone.schedule.num_train_timesteps))
+    samples_per_target = min(cfg.batch_size, cfg.max_samples or cfg.batch_size)
+    variants = {GUIDED: guidance}
+    for name in cfg.baselines:
+        baseline = guidance.baseline(name)
+        if baseline is None:
+            log.warning("baseline %s does not apply to guidance %s: skipped", name, type(guidance).__name__)
+        else:
+            variants[name] = baseline
+    plan = Plan(
+        batches(models.targets, samples_per_target, cfg.targets_per_batch, cfg.seed),
+        variants,
+        steps,
+        guidance.total_iterations(steps),
+        samples_per_target,
+    )
+    speed = "".join(f", {option}" for option in models.speed.enabled())
+    log.info(
+        "model %s, extractor %s (%d-d), %d target(s) x %d sample(s) in %d batch(es), %d timesteps, "
+        "%d guided iterations each, variants: %s, on %s (%s%s)",
+        models.backbone.name,
+        models.extractor.name,
+        models.extractor.feature_dim,
+        len(models.targets),
+        samples_per_target,
+        len(plan.batches),
+        steps,
+        plan.iterations,
+        ", ".join(variants),
+        job.device,
+        cfg.dtype,
+        speed,
+    )
+    return plan
+
+
+def decode(job: Job, models: Models, plan: Plan, series: EvaluationSeries | None) -> dict[str, list[SampleResult]]:
+    """3. Every variant, batch by batch, resuming where the checkpoint left off."""
+    saved: GuideState | None = job.saved
+    total = plan.iterations * len(plan.batches) * len(plan.variants)
+    progress = Progress(total, enabled=job.cfg.progress, done=saved.progress if saved else 0)
+    decoding = Decoding(job, models, plan.batches, progress, series)
+    samples: dict[str, list[SampleResult]] = dict(saved.records) if saved else {}
+    try:
+        for number, (variant, guidance) in enumerate(plan.variants.items()):
+            if saved and number < saved.variant:
+                continue  # finished before the checkpoint: its records came with it
+            resume = saved if saved and number == saved.variant else None
+            gradients = job.cfg.record_gradients if variant == GUIDED else 0
+            samples[variant] = decoding.variant(number, variant, guidance, samples, resume, gradients)
+    finally:
+        progress.close()
+    return samples
+
+
+def summarise(
+    job: Job, models: Models, plan: Plan, samples: dict[str, list[SampleResult]]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """4. Calibrated distances, the oracle's verdicts, each variant's figures, the proof, retention."""
+    reference = mean_pairwise_distance(torch.stack([t.feature for t in models.targets]))
+    for records in samples.values():
+        judge(records, reference, models.oracle, job.folder)
+    figures = {v: variant_figures([r.to_dict() for r in records], reference) for v, records in samples.items()}
+    retained = None
+    if job.cfg.get("attributes") is not None and "unguided" in samples:  # which attributes f keeps
+        options = attributes_options(job.cfg)
+        retained = retention(options, models.measures, samples, models.targets, job.folder)
+    guided = samples[GUIDED]
+    baselines = [variant for variant in samples if variant != GUIDED]
+    summary = {
+        "model": models.backbone.name,
+        "extractor": models.extractor.name,
+        "feature_dim": models.extractor.feature_dim,
+        "sampler": OmegaConf.to_container(job.cfg.sampler),
+        "timesteps": plan.timesteps,
+        "guided_iterations_per_sample": plan.iterations,
+        "network_evaluations_per_sample": sum(r.network_evaluations for r in guided) / len(guided),
+        "feature_evaluations_per_sample": sum(r.feature_evaluations for r in guided) / len(guided),
+        "batch_size": plan.samples_per_target,
+        "targets": len(models.targets),
+        "device": str(job.device),
+        "dtype": job.cfg.dtype,
+        "reference_distance": reference,  # mean pairwise squared distance among the targets
+        **figures[GUIDED],
+        "baselines": {b: figures[b] for b in baselines},
+        "proof": proof_figures(figures),
+        "retention": retained,
+        "samples": [r.to_dict() for r in guided],
+        "baseline_samples": {b: [r.to_dict() for r in samples[b]] for b in baselines},
+    }
+    write_overview(job.folder, samples, job.folder.overview_file)
+    return summary, figures
+
+
+def tell(
+    job: Job,
+    summary: dict[str, Any],
+    figures: dict[str, dict[str, Any]],
+    samples: dict[str, list[SampleResult]],
+    series: EvaluationSeries | None,
+) -> None:
+    """5. The log's closing table; the W&B results tables and summaries (sent when the job finishes)."""
+    log.info("results over %d sample(s) per variant:\n%s", len(samples[GUIDED]), comparison_table(figures))
+    for key, value in summary["proof"].items():
+        log.info("proof: %s = %s", key, value)
+    if summary["retention"]:
+        table = retention_table(summary["retention"])
+        log.info("retention per attribute, final images (1: kept, 0: as unguided):\n%s", table)
+    if job.tracker is not None and series is not None:
+        for variant, records in samples.items():
+            series.results_table(variant, records, job.folder)
+        guided = {k: v for k, v in summary.items() if k not in ("samples", "baseline_samples", "sampler")}
+        facts = {k: v for k, v in guided.items() if k not in (*figures[GUIDED], "baselines", "proof", "retention")}
+        for variant in samples:
+            job.tracker.summarise(variant, guided if variant == GUIDED else {**facts, **figures[variant]})
+    log.info("images: %s", job.folder.variant_dir(GUIDED) / "images")
+    log.info("table: %s; summary: %s", job.folder.evaluations_file(), job.folder.root / "summary.json")
