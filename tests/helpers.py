@@ -1,12 +1,20 @@
-"""Compose the project's real configs (never a parallel test config), as Hydra's runtime would."""
+"""What many tests share: the project's real configs composed as Hydra's runtime would (never a parallel
+test config), fsa's commands in subprocesses, a script of scripts/ as a module, and tiny networks."""
 
 import importlib.util
+import json
+import os
+import shutil
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import torch
 from diffusers import UNet2DModel
+from filelock import FileLock, Timeout
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -33,6 +41,85 @@ def compose_config(overrides: list[str], output_dir: Path | None = None) -> Dict
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+# The environment of every subprocess: offline, unbuffered, W&B quiet (conftest sets offline W&B).
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+
+
+def command(module: str, *args: str, env: dict | None = None, wait: bool = True, timeout: float = 600):
+    """`python -m <module> ARGS` from the repository root: its CompletedProcess (output captured as
+    text), or with wait=False the running Popen (stderr merged into the piped stdout)."""
+    argv, environment = [sys.executable, "-m", module, *args], {**ENV, **(env or {})}
+    if not wait:
+        pipe, merged = subprocess.PIPE, subprocess.STDOUT
+        return subprocess.Popen(argv, cwd=ROOT, env=environment, stdout=pipe, stderr=merged, text=True)
+    return subprocess.run(argv, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def fsa(*args: str, env: dict | None = None, wait: bool = True, timeout: float = 600):
+    """The `fsa` command (see `command`)."""
+    return command("fsa", *args, env=env, wait=wait, timeout=timeout)
+
+
+def fsa_report(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The `fsa-report` command."""
+    return command("fsa.report", *args, env=env, timeout=300)
+
+
+def run_fsa(overrides: list[str], folder: Path) -> dict:
+    """One job in this process, as `fsa OVERRIDES hydra.run.dir=FOLDER` runs it; its summary."""
+    from fsa.job import run
+
+    return run(compose_config(overrides, folder), folder)
+
+
+class Scenarios:
+    """Scenario folders under `root` (shared by the session's workers), each built once: see conftest."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def get(self, name: str, build: Callable[[Path], object], wait: bool = True) -> Path:
+        """The folder of scenario `name`, made by `build(folder)` unless a worker made it already.
+        With wait=False, a scenario another worker is building is left to it (its folder returned unfinished)."""
+        folder, done = self.root / name, self.root / f"{name}.done"
+        try:
+            with FileLock(str(self.root / f"{name}.lock"), timeout=-1 if wait else 0):
+                if not done.exists():
+                    shutil.rmtree(folder, ignore_errors=True)  # a build that failed earlier in the session
+                    folder.mkdir(parents=True)
+                    build(folder)
+                    done.touch()
+        except Timeout:
+            pass
+        return folder
+
+    def get_each(self, names: list[str], build: Callable[[str, Path], object]) -> dict[str, Path]:
+        """Several scenarios that workers build side by side: this worker builds each one no other is
+        building, then waits for the others' to finish."""
+        for name in names:
+            self.get(name, lambda folder, name=name: build(name, folder), wait=False)
+        return {name: self.get(name, lambda folder, name=name: build(name, folder)) for name in names}
+
+
+def summary_of(folder: Path) -> dict:
+    """A complete run's summary.json."""
+    return json.loads((folder / "summary.json").read_text())
+
+
+def shared_run(name: str, overrides: list[str]) -> Callable:
+    """A fixture of scenario `name`: one job with `overrides`, run in this process once per session,
+    whichever test asks first; gives (its folder, its summary). The one way tests share a run:
+    `embed_run = shared_run("embed", SMALL)` in a test module."""
+
+    @pytest.fixture(scope="module")
+    def fixture(scenarios: Scenarios) -> tuple[Path, dict]:
+        folder = scenarios.get(name, lambda folder: run_fsa(overrides, folder))
+        return folder, summary_of(folder)
+
+    return fixture
 
 
 def load_script(name: str) -> ModuleType:
