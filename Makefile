@@ -29,7 +29,7 @@ PYTEST := HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfil
 test: install  ## the default test suite: CPU only, no downloads (~8 min here)
 	$(PYTEST) -m "not gpu and not weights" $(ARGS)
 
-test-fast: install  ## the tests without the slow ones (~2.5 min here)
+test-fast: install  ## the tests without the slow ones (~2 min here)
 	$(PYTEST) -m "not gpu and not weights and not slow" $(ARGS)
 
 bench: install  ## time one guided iteration and its parts (SD 1.4 shapes, random weights), e.g. ARGS="--tiny"
