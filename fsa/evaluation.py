@@ -85,8 +85,51 @@ def entropy(probabilities: Tensor) -> Tensor:
     return -(p * p.log()).sum(dim=1)
 
 
+LEVEL = 0.95  # every interval fsa prints is a 95 % one
+RESAMPLES = 2000
+Z = 1.959963984540054  # the standard normal's 97.5 % quantile
+
+
+def wilson_interval(successes: int, trials: int) -> list[float] | None:
+    """Wilson's score interval for a proportion (LEVEL); None without trials. Unlike p +- z se it stays
+    inside [0, 1] and is not empty at 0 or 1 successes out of few."""
+    if trials == 0:
+        return None
+    p, z2 = successes / trials, Z * Z
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = Z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / (1 + z2 / trials)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def target_bootstrap(
+    groups: Sequence[np.ndarray], statistic: Callable[[np.ndarray], float], seed: int = 0
+) -> list[float] | None:
+    """The LEVEL percentile-bootstrap interval of `statistic` over targets: each of RESAMPLES draws the
+    targets with replacement and keeps all of a target's rows together (a target's samples share its
+    image, so they are not independent draws). `groups`: one array per target, a row per sample (and
+    for a paired statistic, a column per run compared). None for fewer than two targets: one target
+    says nothing of how the figure varies across targets."""
+    if len(groups) < 2:
+        return None
+    picks = np.random.default_rng(seed).integers(len(groups), size=(RESAMPLES, len(groups)))
+    values = np.array([statistic(np.concatenate([groups[i] for i in pick])) for pick in picks])
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return [math.nan, math.nan]
+    return [float(v) for v in np.quantile(values, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])]
+
+
+def by_target(samples: Sequence[dict[str, Any]], *keys: str) -> list[np.ndarray]:
+    """The samples' `keys` as one array per target (rows: its samples, in order)."""
+    grouped: dict[int, list[list[float]]] = {}
+    for s in samples:
+        grouped.setdefault(s["target_index"], []).append([float(s[key]) for key in keys])
+    return [np.array(rows) for _, rows in sorted(grouped.items())]
+
+
 def variant_figures(samples: list[dict[str, Any]], reference: float | None) -> dict[str, Any]:
-    """Mean best/final distance, calibrated distance and oracle agreement of one run variant."""
+    """Mean and median best, mean final distance, calibrated distance and oracle agreement of one run
+    variant, with intervals: the distances' by a bootstrap over targets, the agreements' Wilson's."""
     best = [s["best_distance"] for s in samples]
     figures: dict[str, Any] = {
         "mean_best_distance": float(np.mean(best)),
@@ -94,24 +137,39 @@ def variant_figures(samples: list[dict[str, Any]], reference: float | None) -> d
         "mean_final_distance": float(np.mean([s["final_distance"] for s in samples])),
         "calibrated_best_distance": float(np.mean(best)) / reference if reference else None,
     }
+    intervals: dict[str, Any] = {
+        "mean_best_distance": target_bootstrap(by_target(samples, "best_distance"), np.mean),
+        "median_best_distance": target_bootstrap(by_target(samples, "best_distance"), np.median),
+        "mean_final_distance": target_bootstrap(by_target(samples, "final_distance"), np.mean),
+    }
     judged = [s for s in samples if s.get("best_oracle_class") is not None and s.get("target_label") is not None]
     for kind in ("best", "final"):
         agree = [s[f"{kind}_oracle_class"] == s["target_label"] for s in judged]
         figures[f"{kind}_oracle_agreement"] = float(np.mean(agree)) if judged else None
+        intervals[f"{kind}_oracle_agreement"] = wilson_interval(sum(agree), len(agree))
         figures[f"{kind}_oracle_entropy"] = (
             float(np.mean([s[f"{kind}_oracle_entropy"] for s in judged])) if judged else None
         )
-    return figures
+    return figures | {"intervals": intervals}
 
 
-def proof_figures(variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The four figures that show guidance works, from the variants' figures (needs 'unguided')."""
+def distance_ratio_interval(guided: Sequence[dict[str, Any]], unguided: Sequence[dict[str, Any]]) -> list[float] | None:
+    """The interval of mean best distance guided / unguided by a paired bootstrap over targets: each
+    draw keeps a target's guided and unguided samples (same seeds) together."""
+    paired = {(s["target_index"], s["sample"]): s["best_distance"] for s in unguided}
+    rows = [s | {"unguided": paired[(s["target_index"], s["sample"])]} for s in guided]
+    return target_bootstrap(by_target(rows, "best_distance", "unguided"), lambda a: a[:, 0].mean() / a[:, 1].mean())
+
+
+def proof_figures(variants: dict[str, dict[str, Any]], samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The four figures that show guidance works, from the variants' figures and samples (needs 'unguided')."""
     guided, unguided = variants["guided"], variants.get("unguided")
     printed = variants.get("printed_sign")
     if unguided is None:
         return {}
     proof: dict[str, Any] = {
         "distance_ratio": guided["mean_best_distance"] / unguided["mean_best_distance"],
+        "distance_ratio_interval": distance_ratio_interval(samples["guided"], samples["unguided"]),
         "calibrated_distance": {k: v["calibrated_best_distance"] for k, v in variants.items()},
         # Best images are chosen by feature distance, so selection alone lifts the unguided agreement
         # above chance; final images are not chosen, so their agreement isolates the guidance.
@@ -127,7 +185,7 @@ def proof_figures(variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def comparison_table(variants: dict[str, dict[str, Any]]) -> str:
-    """A plain-text table of the variants' figures, for the log."""
+    """A plain-text table of the variants' figures with their 95 % intervals, for the log."""
     rows = [
         ("mean best distance", "mean_best_distance", "{:.4g}"),
         ("median best distance", "median_best_distance", "{:.4g}"),
@@ -137,15 +195,24 @@ def comparison_table(variants: dict[str, dict[str, Any]]) -> str:
         ("oracle agreement, final image", "final_oracle_agreement", "{:.2f}"),
         (f"oracle entropy, final (uniform {math.log(10):.2f})", "final_oracle_entropy", "{:.2f}"),
     ]
+
+    def cell(figures: dict[str, Any], key: str, fmt: str) -> str:
+        value, interval = figures.get(key), (figures.get("intervals") or {}).get(key)
+        if value is None:
+            return "-"
+        shown = fmt.format(value)
+        return shown + (f" [{fmt.format(interval[0])}, {fmt.format(interval[1])}]" if interval else "")
+
     names = list(variants)
-    width = max(len(r[0]) for r in rows)
-    lines = [" " * width + "".join(f"{n:>14}" for n in names)]
-    for label, key, fmt in rows:
-        cells = [variants[n].get(key) for n in names]
-        if all(c is None for c in cells):
+    cells = {key: [cell(variants[n], key, fmt) for n in names] for _, key, fmt in rows}
+    width = max(14, *(len(c) + 2 for column in cells.values() for c in column))
+    label_width = max(len(r[0]) for r in rows)
+    lines = [" " * label_width + "".join(f"{n:>{width}}" for n in names)]
+    for label, key, _ in rows:
+        if all(c == "-" for c in cells[key]):
             continue
-        lines.append(label.ljust(width) + "".join(f"{'-' if c is None else fmt.format(c):>14}" for c in cells))
-    return "\n".join(lines)
+        lines.append(label.ljust(label_width) + "".join(f"{c:>{width}}" for c in cells[key]))
+    return "\n".join(lines) + "\n(95 % intervals: distances by a bootstrap over targets, agreements Wilson's)"
 
 
 KINDS = ("final", "best")

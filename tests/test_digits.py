@@ -143,6 +143,10 @@ def test_proof_figures_meet_their_thresholds(proof_run):
     out, summary = proof_run
     proof = json.loads((out / "summary.json").read_text())["proof"]
     assert proof["distance_ratio"] < DISTANCE_RATIO_MAX
+    # Over targets, paired with the unguided twin: the whole interval far below 1 (measured [0.013, 0.040]).
+    low, high = proof["distance_ratio_interval"]
+    assert low <= proof["distance_ratio"] <= high < DISTANCE_RATIO_MAX
+    assert "95 % intervals" in (out / "fsa.log").read_text()  # the closing table gives them
     assert proof["calibrated_distance"]["guided"] < CALIBRATED_MAX
     assert proof["oracle_agreement"]["guided"] >= AGREEMENT_GUIDED_MIN
     assert proof["oracle_agreement"]["unguided"] <= AGREEMENT_UNGUIDED_MAX

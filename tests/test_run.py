@@ -39,6 +39,7 @@ def test_summary_is_written_and_complete(guided):
         assert s["best_distance"] <= s["final_distance"]
         assert s["seed"] == cfg.seed + s["sample"]
     assert on_disk["peak_memory_mb"] > 0 and on_disk["wall_time_s"] > 0
+    assert on_disk["intervals"]["mean_best_distance"] is None  # one target: no interval over targets
     assert (out / "config.yaml").exists()
 
 

@@ -155,7 +155,8 @@ def summarise(
     reference = mean_pairwise_distance(torch.stack([t.feature for t in models.targets]))
     for records in samples.values():
         judge(records, reference, models.oracle, job.folder)
-    figures = {v: variant_figures([r.to_dict() for r in records], reference) for v, records in samples.items()}
+    as_dicts = {v: [r.to_dict() for r in records] for v, records in samples.items()}
+    figures = {v: variant_figures(records, reference) for v, records in as_dicts.items()}
     retained = None
     if job.cfg.get("attributes") is not None and "unguided" in samples:  # which attributes f keeps
         options = attributes_options(job.cfg)
@@ -178,7 +179,7 @@ def summarise(
         "reference_distance": reference,  # mean pairwise squared distance among the targets
         **figures[GUIDED],
         "baselines": {b: figures[b] for b in baselines},
-        "proof": proof_figures(figures),
+        "proof": proof_figures(figures, as_dicts),
         "retention": retained,
         "samples": [r.to_dict() for r in guided],
         "baseline_samples": {b: [r.to_dict() for r in samples[b]] for b in baselines},
