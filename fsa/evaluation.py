@@ -22,6 +22,7 @@ from fsa.attributes.options import AttributesOptions
 from fsa.attributes.retention import retention
 from fsa.data.digits import IMAGE_SIZE, digits_images
 from fsa.data.targets import resize_images
+from fsa.intervals import by_target, distance_ratio_interval, target_bootstrap, wilson_interval
 
 
 def mean_pairwise_distance(features: Tensor) -> float | None:
@@ -85,48 +86,6 @@ def entropy(probabilities: Tensor) -> Tensor:
     return -(p * p.log()).sum(dim=1)
 
 
-LEVEL = 0.95  # every interval fsa prints is a 95 % one
-RESAMPLES = 2000
-Z = 1.959963984540054  # the standard normal's 97.5 % quantile
-
-
-def wilson_interval(successes: int, trials: int) -> list[float] | None:
-    """Wilson's score interval for a proportion (LEVEL); None without trials. Unlike p +- z se it stays
-    inside [0, 1] and is not empty at 0 or 1 successes out of few."""
-    if trials == 0:
-        return None
-    p, z2 = successes / trials, Z * Z
-    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
-    half = Z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / (1 + z2 / trials)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
-
-
-def target_bootstrap(
-    groups: Sequence[np.ndarray], statistic: Callable[[np.ndarray], float], seed: int = 0
-) -> list[float] | None:
-    """The LEVEL percentile-bootstrap interval of `statistic` over targets: each of RESAMPLES draws the
-    targets with replacement and keeps all of a target's rows together (a target's samples share its
-    image, so they are not independent draws). `groups`: one array per target, a row per sample (and
-    for a paired statistic, a column per run compared). None for fewer than two targets: one target
-    says nothing of how the figure varies across targets."""
-    if len(groups) < 2:
-        return None
-    picks = np.random.default_rng(seed).integers(len(groups), size=(RESAMPLES, len(groups)))
-    values = np.array([statistic(np.concatenate([groups[i] for i in pick])) for pick in picks])
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return [math.nan, math.nan]
-    return [float(v) for v in np.quantile(values, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])]
-
-
-def by_target(samples: Sequence[dict[str, Any]], *keys: str) -> list[np.ndarray]:
-    """The samples' `keys` as one array per target (rows: its samples, in order)."""
-    grouped: dict[int, list[list[float]]] = {}
-    for s in samples:
-        grouped.setdefault(s["target_index"], []).append([float(s[key]) for key in keys])
-    return [np.array(rows) for _, rows in sorted(grouped.items())]
-
-
 def variant_figures(samples: list[dict[str, Any]], reference: float | None) -> dict[str, Any]:
     """Mean and median best, mean final distance, calibrated distance and oracle agreement of one run
     variant, with intervals: the distances' by a bootstrap over targets, the agreements' Wilson's."""
@@ -151,14 +110,6 @@ def variant_figures(samples: list[dict[str, Any]], reference: float | None) -> d
             float(np.mean([s[f"{kind}_oracle_entropy"] for s in judged])) if judged else None
         )
     return figures | {"intervals": intervals}
-
-
-def distance_ratio_interval(guided: Sequence[dict[str, Any]], unguided: Sequence[dict[str, Any]]) -> list[float] | None:
-    """The interval of mean best distance guided / unguided by a paired bootstrap over targets: each
-    draw keeps a target's guided and unguided samples (same seeds) together."""
-    paired = {(s["target_index"], s["sample"]): s["best_distance"] for s in unguided}
-    rows = [s | {"unguided": paired[(s["target_index"], s["sample"])]} for s in guided]
-    return target_bootstrap(by_target(rows, "best_distance", "unguided"), lambda a: a[:, 0].mean() / a[:, 1].mean())
 
 
 def proof_figures(variants: dict[str, dict[str, Any]], samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

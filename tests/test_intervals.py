@@ -4,7 +4,8 @@ a ratio) for distances, on known answers."""
 import numpy as np
 import pytest
 
-from fsa.evaluation import distance_ratio_interval, target_bootstrap, variant_figures, wilson_interval
+from fsa.evaluation import variant_figures
+from fsa.intervals import distance_ratio_interval, target_bootstrap, wilson_interval
 
 
 def test_wilson_interval_on_known_answers():

@@ -19,7 +19,16 @@ from wandb_records import history_rows, read_records
 from fsa.report import main
 from fsa.report.figures import clip_lines
 from fsa.report.layouts import best_with_baselines, by_swept_value, final_and_best
-from fsa.report.runs import as_number, find_runs, load_run, parse_overrides, spearman, swept_keys, trend_sentence
+from fsa.report.runs import (
+    as_number,
+    find_runs,
+    format_cell,
+    load_run,
+    parse_overrides,
+    spearman,
+    swept_keys,
+    trend_sentence,
+)
 from fsa.tracking.run_folder import GUIDED, RunFolder, SampleResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,11 +257,18 @@ def test_sweep_groups_by_swept_value_with_the_right_means(multirun_report):
         assert row["count"] == len(values)
         assert row["best_distance_mean"] == pytest.approx(np.mean(values))
         assert row["best_distance_std"] == pytest.approx(np.std(values, ddof=1))
+        # Over the 2 targets (each with its samples): the mean of a draw of targets, both of one or one of each.
+        per_target = [np.mean([best_distance(w_g, i, s) for s in range(SAMPLES)]) for i in range(len(TARGETS))]
+        assert [row["best_distance_low"], row["best_distance_high"]] == pytest.approx(sorted(per_target))
         assert row["calibrated_best_distance_mean"] == pytest.approx(np.mean(values) / 1000.0)
     assert guided.loc["8", "count"] == 0 and guided.loc["8", "runs"] == 1 and guided.loc["8", "complete_runs"] == 0
     unguided = sweep[(sweep["variant"] == "unguided")].set_index("value")
     assert list(unguided.index) == ["0.5"]
-    assert "±" in (out / "sweep.md").read_text()
+    assert (
+        "±" in (out / "sweep.md").read_text()
+        and "95 % interval of the mean (over targets)" in (out / "sweep.md").read_text()
+    )
+    assert np.isnan(guided.loc["8", "best_distance_low"])  # no samples, no interval
 
 
 def test_trend_sentence_follows_the_measured_sign():
@@ -421,6 +437,11 @@ def test_report_of_a_real_smoke_multirun(request, tmp_path, experiment, key, job
         assert row.final_distance == pytest.approx(sample["final_distance"])
     table = pd.read_csv(out / "sweep.csv")
     assert len(table[table["key"] == key]) == jobs
+    # The page's runs table gives each run's mean best distance with its interval over targets.
+    page = (out / "report.html").read_text()
+    for summary in summaries.values():
+        low, high = summary["intervals"]["mean_best_distance"]
+        assert f"{format_cell(summary['mean_best_distance'])} [{format_cell(low)}, {format_cell(high)}]" in page
     assert_figure(out / "figures" / f"boxplot_{key}.png")
     assert_figure(out / "figures" / f"sweep_{key}.png")
     trends = (out / "trends.md").read_text()

@@ -67,24 +67,39 @@ def state_html(run: Run) -> str:
     return f'<span class="state-{html.escape(run.status)}">{html.escape(run.status)}</span>'
 
 
+def with_interval(summary: dict[str, Any], key: str) -> str:
+    """A summary figure with its 95 % interval where the run recorded one: `12.4 [9.06, 16.2]`."""
+    interval = (summary.get("intervals") or {}).get(key)
+    shown = format_cell(summary.get(key))
+    return f"{shown} [{format_cell(interval[0])}, {format_cell(interval[1])}]" if shown and interval else shown
+
+
 def runs_overview(runs: Sequence[Run], keys: Sequence[str]) -> str:
     """One row per run: its folder, what it ran, its state, and its task's headline numbers."""
     rows = []
     for run in runs:
         summary: dict[str, Any] = run.summary or {}
-        best = summary.get("mean_best_distance")
-        final = summary.get("mean_final_distance")
+        best, final = with_interval(summary, "mean_best_distance"), with_interval(summary, "mean_final_distance")
         cells = [run.name, run_title(run, keys), run.task_name]
         rows.append(
             "<tr>"
             + "".join(f'<td class="text">{html.escape(cell)}</td>' for cell in cells)
             + f'<td class="text">{state_html(run)}</td>'
-            f"<td>{html.escape(format_cell(best))}</td><td>{html.escape(format_cell(final))}</td>"
+            f"<td>{html.escape(best)}</td><td>{html.escape(final)}</td>"
             f'<td class="text">{html.escape(run.headline())}</td><td class="text">{html.escape(run.message)}</td></tr>'
         )
     head = "".join(
         f"<th>{name}</th>"
-        for name in ("folder", "run", "task", "state", "mean best distance", "mean final distance", "result", "message")
+        for name in (
+            "folder",
+            "run",
+            "task",
+            "state",
+            "mean best distance [95 %]",
+            "mean final distance",
+            "result",
+            "message",
+        )
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 

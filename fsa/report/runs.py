@@ -21,6 +21,7 @@ import pandas as pd
 
 from fsa.errors import ConfigError
 from fsa.guidance.options import GUIDED, VARIANTS
+from fsa.intervals import target_bootstrap
 from fsa.tasks import Task, task_of
 from fsa.tracking.run_folder import RunFolder, SampleResult, State, slug
 
@@ -256,6 +257,7 @@ def sweep_table(runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str]) -
                 if selected.empty and variant != "guided":
                     continue
                 best_mean, best_std, count = mean_std(selected["best_distance"])
+                best_interval = mean_interval(selected, "best_distance") or [math.nan, math.nan]
                 cal_mean, cal_std, cal_count = mean_std(selected["calibrated_best_distance"])
                 rows.append(
                     {
@@ -267,12 +269,21 @@ def sweep_table(runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str]) -
                         "count": count,
                         "best_distance_mean": best_mean,
                         "best_distance_std": best_std,
+                        "best_distance_low": best_interval[0],  # of the mean, 95 %, bootstrap over targets
+                        "best_distance_high": best_interval[1],
                         "calibrated_count": cal_count,
                         "calibrated_best_distance_mean": cal_mean,
                         "calibrated_best_distance_std": cal_std,
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def mean_interval(rows: pd.DataFrame, column: str) -> list[float] | None:
+    """The 95 % interval of `column`'s mean over the rows, by a bootstrap over their targets."""
+    finite = rows[np.isfinite(rows[column].astype(float))]
+    groups = [group[[column]].to_numpy(float) for _, group in finite.groupby("target", sort=True)]
+    return target_bootstrap(groups, np.mean)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -348,6 +359,10 @@ def sweep_view(sweep: pd.DataFrame) -> pd.DataFrame:
             "n": sweep["count"],
             "best distance": [
                 plus_minus(m, s) for m, s in zip(sweep["best_distance_mean"], sweep["best_distance_std"], strict=True)
+            ],
+            "95 % interval of the mean (over targets)": [
+                f"[{low:.4g}, {high:.4g}]" if math.isfinite(low) else ""
+                for low, high in zip(sweep["best_distance_low"], sweep["best_distance_high"], strict=True)
             ],
             "calibrated best distance": [
                 plus_minus(m, s)
