@@ -80,14 +80,38 @@ def available_tasks() -> dict[str, str]:
     return found
 
 
+def import_attribute(path: str) -> Any:
+    """The object at `path` ("package.module.name")."""
+    module_name, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(f"task: '{path}' cannot be imported ({error})") from error
+
+
 def load_task(target: str) -> Task:
     """The task class at `target` ("package.module.Class"), instantiated."""
-    module_name, _, name = target.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise ConfigError(f"task: _target_ '{target}' cannot be imported ({error})") from error
-    return cls()
+    return import_attribute(target)()
+
+
+class Declaration:
+    """What fsa's task declarations share: no checks across groups unless they add some, and the work
+    (`work`: "module.function") and the checkpoint state (`state_at`: "module.Class", or None) imported
+    only when a job needs them, so that a declaration loads no ML stack."""
+
+    work: ClassVar[str]
+    state_at: ClassVar[str | None] = None
+    tables: ClassVar[dict[str, str]] = {}
+
+    @property
+    def state(self) -> type | None:
+        return None if self.state_at is None else import_attribute(self.state_at)
+
+    def check(self, cfg: Any) -> None:
+        """No checks across groups: each group's own schema and signature checks are enough."""
+
+    def run(self, job: Any) -> dict[str, Any]:
+        return import_attribute(self.work)(job)
 
 
 def task_of(node: Mapping[str, Any] | None) -> Task:

@@ -6,17 +6,15 @@ The work is in `fsa.tasks.embed.run` (loaded when a job runs); this module only 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from fsa.embedding.options import EmbedOptions
-
-if TYPE_CHECKING:
-    from fsa.job import Job
+from fsa.tasks import Declaration
 
 FOLDER = "embedding"  # its tables and figures, in the run folder
 
 
-class EmbedTask:
+class EmbedTask(Declaration):
     name = "embed"
     options = EmbedOptions
     uses = ("model", "extractor", "dataset", "max_targets")
@@ -24,19 +22,8 @@ class EmbedTask:
     tables: ClassVar[dict[str, str]] = {f"{FOLDER}/methods.csv": "reconstruction MSE per method ([0, 1] pixel units)"}
     metrics = ("best_dataset_mse", "best_generated_mse", "cloud.member_mse", "cloud.mean_seed_mse", "wall_time_s")
 
-    @property
-    def state(self) -> type:
-        from fsa.tasks.embed.units import EmbedState
-
-        return EmbedState
-
-    def check(self, cfg: Any) -> None:
-        """Nothing across groups: the model's kind is known once it is built (a pixel-space model)."""
-
-    def run(self, job: Job) -> dict[str, Any]:
-        from fsa.tasks.embed.run import embed
-
-        return embed(job)
+    work = "fsa.tasks.embed.run.embed"
+    state_at = "fsa.tasks.embed.units.EmbedState"
 
     def headline(self, summary: Mapping[str, Any]) -> str:
         rows = [row for row in summary.get("methods") or [] if row.get("set") == "dataset"]

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from fsa.errors import ConfigError
-
-if TYPE_CHECKING:
-    from fsa.job import Job
+from fsa.tasks import Declaration
 
 SELF_GUIDED = "fsa.guidance.self_guided.SelfGuidance"
 UNET_BLOCK_EXTRACTOR = "fsa.extractors.unet_block.UNetBlockExtractor"
@@ -23,7 +21,7 @@ class GuideOptions:
     """task=guide has no settings of its own: its groups (sampler, guidance, ...) are its settings."""
 
 
-class GuideTask:
+class GuideTask(Declaration):
     name = "guide"
     options = GuideOptions
     uses = (
@@ -61,11 +59,8 @@ class GuideTask:
         "wall_time_s",
     )
 
-    @property
-    def state(self) -> type:
-        from fsa.tasks.guide.decoding import GuideState
-
-        return GuideState
+    work = "fsa.tasks.guide.run.guide"
+    state_at = "fsa.tasks.guide.decoding.GuideState"
 
     def check(self, cfg: Any) -> None:
         """Self-guided matching reads the UNet block's representation; Fig. 2's record is of Eq. 3's gradient."""
@@ -76,11 +71,6 @@ class GuideTask:
             )
         if cfg.guidance._target_ == SELF_GUIDED and cfg.record_gradients:
             raise ConfigError("record_gradients records Eq. 3's gradient, which guidance=self_guided has not")
-
-    def run(self, job: Job) -> dict[str, Any]:
-        from fsa.tasks.guide.run import guide
-
-        return guide(job)
 
     def headline(self, summary: Mapping[str, Any]) -> str:
         figures = [

@@ -6,17 +6,15 @@ The work is in `fsa.tasks.represent.run` (loaded when a job runs); this module o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from fsa.representation.options import RepresentOptions
-
-if TYPE_CHECKING:
-    from fsa.job import Job
+from fsa.tasks import Declaration
 
 FOLDER = "representation"  # its tables and figures, in the run folder
 
 
-class RepresentTask:
+class RepresentTask(Declaration):
     name = "represent"
     options = RepresentOptions
     uses = ("model", "extractor", "dataset")
@@ -27,16 +25,9 @@ class RepresentTask:
         "(lower: sparser)",
         f"{FOLDER}/stability.csv": "cosine of phi_t to phi at the reference noise level",
     }
-    state = None  # seconds on the digits: a stopped job starts over
+    work = "fsa.tasks.represent.run.represent"
+    state_at = None  # seconds on the digits: a stopped job starts over
     metrics = ("neighbours.mid_block", "neighbours.pixels", "chance", "wall_time_s")
-
-    def check(self, cfg: Any) -> None:
-        """Nothing across groups: the blocks are checked against the model once it is built."""
-
-    def run(self, job: Job) -> dict[str, Any]:
-        from fsa.tasks.represent.run import represent
-
-        return represent(job)
 
     def headline(self, summary: Mapping[str, Any]) -> str:
         neighbours = summary.get("neighbours") or {}
