@@ -44,7 +44,6 @@ class Job:
     """What a task's `run(job)` gets: its root config and options, the run folder, the device, the
     checkpoint store (and the state it resumes from), and the tracker (None without a logger)."""
 
-    task: Task
     cfg: DictConfig  # the task's root config: the common keys and what the task uses
     options: Any  # the task's settings, `task.*`, as its options dataclass
     folder: RunFolder
@@ -108,7 +107,7 @@ def _run(task: Task, cfg: DictConfig, folder: RunFolder, overrides: list[str], g
             checkpoints.on_save.append(tracker.send)
 
         # 4. The task's work, then its summary with what every job records.
-        job = Job(task, cfg, options, folder, device, checkpoints, saved.state if saved else None, tracker)
+        job = Job(cfg, options, folder, device, checkpoints, saved.state if saved else None, tracker)
         start = time.perf_counter()
         try:
             with checkpoints:
