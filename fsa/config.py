@@ -22,6 +22,7 @@ from fsa import ASSETS_DIR, CONF_DIR, default_data_dir
 from fsa.attributes.options import AttributesOptions
 from fsa.errors import ConfigError
 from fsa.guidance.options import BASELINES, GuidanceOptions, SelfGuidedOptions
+from fsa.judges.options import RobustnessOptions
 from fsa.speed import DTYPE_NAMES, SpeedOptions
 from fsa.tasks import COMMON, Task, task_of
 
@@ -53,6 +54,7 @@ SelfGuidedConfig = _schema_of(SelfGuidedOptions, "SelfGuidedConfig", "fsa.guidan
 GUIDANCE_SCHEMAS = {"schema_paper": GuidanceConfig, "schema_self_guided": SelfGuidedConfig}
 AttributesConfig = _schema_of(AttributesOptions, "AttributesConfig")  # built as the options themselves
 SpeedConfig = _schema_of(SpeedOptions, "SpeedConfig")
+RobustnessConfig = _schema_of(RobustnessOptions, "RobustnessConfig")
 
 
 @dataclass
@@ -85,6 +87,8 @@ class FsaConfig:
     baselines: list[str] = field(default_factory=list)
     oracle: Any = None
     attributes: Any = None  # typed by AttributesConfig; None (attributes=null): no retention measured
+    judges: Any = None  # name -> an extractor config (conf/judges/); None (judges=null): no judges
+    robustness: RobustnessConfig | None = None  # type: ignore[valid-type]  # None: no robustness check
     weights: dict[str, Any] = field(default_factory=dict)  # model name -> its files on this machine
     data_dir: str = ""
     record_gradients: int = 0
@@ -130,15 +134,19 @@ def _resolve_target(path: str) -> Any:
 def check_targets(cfg: DictConfig, groups: tuple[str, ...] = ("model", "sampler", "extractor", "dataset")) -> None:
     """Each group's keys must be arguments of its `_target_`: a misspelt override fails here, cheaply."""
     for group in groups:
-        node = cfg.get(group)
-        if node is None or "_target_" not in node:
-            raise ConfigError(f"config group '{group}' is missing or has no _target_")
-        target = _resolve_target(node._target_)
-        kwargs = {k: v for k, v in node.items() if not str(k).startswith("_")}
-        try:
-            inspect.signature(target).bind(**kwargs)
-        except TypeError as error:
-            raise ConfigError(f"{group}: {error} (for {node._target_})") from error
+        check_target(group, cfg.get(group))
+
+
+def check_target(label: str, node: Any) -> None:
+    """One node's keys must be arguments of its `_target_` (`label` names it in the error)."""
+    if node is None or "_target_" not in node:
+        raise ConfigError(f"config group '{label}' is missing or has no _target_")
+    target = _resolve_target(node._target_)
+    kwargs = {k: v for k, v in node.items() if not str(k).startswith("_")}
+    try:
+        inspect.signature(target).bind(**kwargs)
+    except TypeError as error:
+        raise ConfigError(f"{label}: {error} (for {node._target_})") from error
 
 
 def check_keys(cfg: DictConfig) -> None:
@@ -162,10 +170,20 @@ def task_options(cfg: DictConfig, task: Task) -> Any:
         raise ConfigError(f"task: {error}; the keys of task={task.name} are in conf/task/{task.name}.yaml") from error
 
 
+def options_of(node: DictConfig, cls: type) -> Any:
+    """A node's settings as the options dataclass `cls` (its `_target_`, if any, left out), checked."""
+    values = OmegaConf.to_container(node, resolve=True)
+    return cls(**{str(k): v for k, v in values.items() if k != "_target_"})
+
+
 def attributes_options(cfg: DictConfig) -> AttributesOptions:
     """The `attributes` group's settings, checked (torch-free: the measures are imported when a run starts)."""
-    values = OmegaConf.to_container(cfg.attributes, resolve=True)
-    return AttributesOptions(**{str(k): v for k, v in values.items() if k != "_target_"})
+    return options_of(cfg.attributes, AttributesOptions)
+
+
+def robustness_options(cfg: DictConfig) -> RobustnessOptions:
+    """The robustness check's changes, checked."""
+    return options_of(cfg.robustness, RobustnessOptions)
 
 
 def task_config(cfg: DictConfig, task: Task, overrides: Sequence[str] = ()) -> DictConfig:
@@ -233,6 +251,11 @@ def validate(cfg: DictConfig, task: Task | None = None) -> Any:
         check_targets(cfg, ("oracle",))
     if "attributes" in task.uses and cfg.get("attributes") is not None:
         attributes_options(cfg)
+    if "judges" in task.uses:
+        for name, node in (cfg.get("judges") or {}).items():
+            check_target(f"judges.{name}", node)
+    if "robustness" in task.uses and cfg.get("robustness") is not None:
+        robustness_options(cfg)
     task.check(cfg)
     return options
 

@@ -51,9 +51,26 @@ def by_target(samples: Sequence[dict[str, Any]], *keys: str) -> list[np.ndarray]
     return [np.array(rows) for _, rows in sorted(grouped.items())]
 
 
+def ratio_of_means(rows: Sequence[dict[str, Any]], numerator: str, denominator: str) -> dict[str, Any]:
+    """mean(numerator) / mean(denominator) over `rows` (a row per sample, both figures measured on it:
+    paired), with its interval by a paired bootstrap over targets."""
+    groups = by_target(rows, numerator, denominator)
+    stacked = np.concatenate(groups)
+    return {
+        "value": float(stacked[:, 0].mean() / stacked[:, 1].mean()),
+        "interval": target_bootstrap(groups, lambda a: a[:, 0].mean() / a[:, 1].mean()),
+    }
+
+
+def mean_over_targets(rows: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The mean of `key` over `rows` with its interval by a bootstrap over targets."""
+    groups = by_target(rows, key)
+    return {"mean": float(np.concatenate(groups).mean()), "interval": target_bootstrap(groups, np.mean)}
+
+
 def distance_ratio_interval(guided: Sequence[dict[str, Any]], unguided: Sequence[dict[str, Any]]) -> list[float] | None:
     """The interval of mean best distance guided / unguided by a paired bootstrap over targets: each
     draw keeps a target's guided and unguided samples (same seeds) together."""
     paired = {(s["target_index"], s["sample"]): s["best_distance"] for s in unguided}
     rows = [s | {"unguided": paired[(s["target_index"], s["sample"])]} for s in guided]
-    return target_bootstrap(by_target(rows, "best_distance", "unguided"), lambda a: a[:, 0].mean() / a[:, 1].mean())
+    return ratio_of_means(rows, "best_distance", "unguided")["interval"]

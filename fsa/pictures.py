@@ -62,11 +62,11 @@ def _tile(source: Path | Image.Image, size: int) -> Image.Image:
 Cell = tuple[Path | Image.Image | None, str]  # an image (a file or a picture; None: empty) and its caption
 
 
-def draw_grid(columns: list[tuple[str, str]], rows: list[list[Cell]], path: Path) -> Path:
+def draw_grid(columns: list[tuple[str, str]], rows: list[list[Cell]], path: Path, footer: Sequence[str] = ()) -> Path:
     """Rows of images under two-line column headings (the first line only where it changes), each
-    image with its caption under it."""
+    image with its caption under it, and `footer` lines of text under the grid."""
     font = ImageFont.load_default()
-    width, height = CELL * len(columns), HEADER + (CELL + LABEL) * len(rows)
+    width, height = CELL * len(columns), HEADER + (CELL + LABEL) * len(rows) + LABEL * len(footer)
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
     for c, (first, second) in enumerate(columns):
@@ -80,6 +80,8 @@ def draw_grid(columns: list[tuple[str, str]], rows: list[list[Cell]], path: Path
                 tile = _tile(image, CELL - GAP)
                 sheet.paste(tile, (c * CELL + (CELL - tile.width) // 2, top + (CELL - tile.height) // 2))
             draw.text((c * CELL + 2, top + CELL), caption, fill="black", font=font)
+    for i, line in enumerate(footer):
+        draw.text((2, HEADER + (CELL + LABEL) * len(rows) + i * LABEL + 1), line, fill="black", font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path

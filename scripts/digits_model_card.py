@@ -62,6 +62,7 @@ def main() -> None:
     oracle_accuracy = (oracle.predict_proba(test_images).argmax(1) == test_labels).float().mean().item()
     ddpm = json.loads((DIGITS / "ddpm" / "training.json").read_text())
     cnn = json.loads((DIGITS / "cnn.json").read_text())
+    seed1 = json.loads((DIGITS / "judges" / "cnn_seed1.json").read_text())
     card = f"""# fsa's embedded digits models
 
 Real, small models that fsa trains itself on data shipped with scikit-learn, so guidance can be shown
@@ -103,6 +104,12 @@ takes its targets from it. Images are upsampled to 16x16 (bilinear) and scaled t
 Four more digit classifiers, each blind to one attribute (translation, slant, stroke thickness,
 contrast), for the known-answer test of attribute retention (`fsa -m experiment=known_answer`). Their
 own card, `invariant/MODEL_CARD.md`, is written by `scripts/train_digits_invariant.py`.
+
+## `judges/`: a judge of the digits (`judges=digits`)
+`cnn_seed1.safetensors`: the classifier's architecture and recipe trained again with seed 1
+(`python scripts/train_digits_cnn.py --seed 1 --out fsa/assets/digits/judges/cnn_seed1.safetensors`;
+record `judges/cnn_seed1.json`): held-out accuracy {seed1["test_accuracy"]:.4f}. It scores generated images
+but never guides: does a match found through one network's features hold for its twin (docs/judges.md)?
 
 ## The oracle (`oracle=digits`, trained when used, not shipped)
 An RBF-kernel SVM (C = 10) on the raw 16x16 pixels of the training split, with calibrated probabilities.

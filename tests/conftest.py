@@ -46,9 +46,10 @@ def appb_sweep(scenarios: Scenarios) -> tuple[Path, list[str]]:
 
 KNOWN_ANSWER = ["experiment=known_answer", "max_samples=2", "logger.mode=disabled", "progress=false", "device=cpu"]
 EXTRACTORS = OmegaConf.load(CONF_DIR / "experiment" / "known_answer.yaml").hydra.sweeper.params.extractor.split(",")
-# The digits CNN's run is also the proof that guidance works: with the printed sign as a second
-# baseline (retention reads guided and unguided alone), logged to W&B offline.
-PROOF = ["baselines=[unguided,printed_sign]", "logger.mode=offline"]
+# The digits CNN's run is also the proof that guidance works and the adversarial control's known-answer
+# test (test_judges.py): with the printed sign and the adversarial control as more baselines
+# (retention reads guided and unguided alone), logged to W&B offline.
+PROOF = ["baselines=[unguided,printed_sign,adversarial]", "logger.mode=offline"]
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from fsa.config import register_configs
+from fsa.diffusion.backbones import build_tiny_latent_diffusion
 from fsa.extractors.base import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,6 +160,15 @@ class SmallConvExtractor(FeatureExtractor):
         torch.manual_seed(1)
         self.network = nn.Sequential(nn.Conv2d(3, 8, 3, 2), nn.ReLU(), nn.Conv2d(8, 8, 3, 2), nn.AdaptiveAvgPool2d(2))
         self.freeze()
+
+
+def tiny_latent_setup(images: int = 2) -> tuple:
+    """A tiny latent diffusion backbone, `SmallConvExtractor` and the features of `images` random images:
+    the decoder tests' setup."""
+    backbone = build_tiny_latent_diffusion(num_train_timesteps=1000)
+    extractor = SmallConvExtractor()
+    pictures = torch.rand(images, 3, 64, 64, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    return backbone, extractor, extractor(extractor.prepare_generated(pictures))
 
 
 def tiny_pixel_unet(channels: int, size: int, widths: tuple[int, int] = (4, 8)) -> UNet2DModel:

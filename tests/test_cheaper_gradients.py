@@ -3,9 +3,8 @@ checked against its definition, step by step, on tiny random models."""
 
 import pytest
 import torch
-from helpers import SmallConvExtractor
+from helpers import tiny_latent_setup
 
-from fsa.diffusion.backbones import build_tiny_latent_diffusion
 from fsa.diffusion.samplers import DDIMSampler
 from fsa.diffusion.schedule import predict_x0
 from fsa.guidance.decoder import guided_decode, initial_noise
@@ -16,10 +15,7 @@ ONE_STEP = DDIMSampler(1)  # one visited timestep; its z_prev is the predicted x
 
 @pytest.fixture(scope="module")
 def setup():
-    backbone = build_tiny_latent_diffusion(num_train_timesteps=1000)
-    extractor = SmallConvExtractor()
-    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(5)) * 2 - 1
-    return backbone, extractor, extractor(extractor.prepare_generated(images))
+    return tiny_latent_setup()
 
 
 def one_iteration(setup, **options):

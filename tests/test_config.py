@@ -58,7 +58,8 @@ def test_defaults_are_the_embedded_digits_setup_with_the_proof():
     cfg = compose_config([])
     assert (cfg.model.path.endswith("assets/digits/ddpm"), cfg.extractor.name) == (True, "digits_cnn")
     assert cfg.dataset._target_.endswith("DigitsTargets") and cfg.oracle is not None
-    assert list(cfg.baselines) == ["unguided", "printed_sign"]
+    assert list(cfg.baselines) == ["unguided", "printed_sign", "adversarial"]
+    assert list(cfg.judges) == ["pixels", "digits_cnn_translation", "digits_cnn_seed1"] and cfg.robustness.jpeg == 75
     quick = cfg.guidance  # the paper's guidance with a short K schedule for DDIM 50
     paper = compose_config(["guidance=paper"]).guidance
     assert {k: v for k, v in quick.items() if k not in ("early_k", "k")} == {

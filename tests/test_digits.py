@@ -104,6 +104,8 @@ def test_shipped_weights_and_model_card_exist():
         "ddpm/training.json",
         "cnn.safetensors",
         "cnn.json",
+        "judges/cnn_seed1.safetensors",
+        "judges/cnn_seed1.json",
         "MODEL_CARD.md",
         "samples.png",
     ):

@@ -26,6 +26,7 @@ SMOKE_MAY_CHANGE = (
     "dataset",
     "oracle",
     "attributes",
+    "judges",
     "sampler",
     "guidance.early_steps",
     "guidance.early_k",

@@ -148,11 +148,14 @@ def test_guided_best_distance_is_below_unguided_for_the_same_seeds(guided, tmp_p
 
 def test_overview_picture_has_a_row_per_target_and_a_column_per_image(guided, tmp_path):
     from fsa.pictures import CELL, HEADER, LABEL
+    from fsa.tasks.guide.overview import transfer_lines
 
     out, cfg, result = guided
     with Image.open(out / "overview.png") as image:
         columns = 1 + 2 * cfg.batch_size  # the target, then best and final of each sample
-        assert image.size == (CELL * columns, HEADER + (CELL + LABEL) * result["targets"])
+        footer = transfer_lines(["guided"], result["judges"], result["robustness"])  # the robustness check's line
+        assert len(footer) == 1 and "after small changes" in footer[0]
+        assert image.size == (CELL * columns, HEADER + (CELL + LABEL) * result["targets"] + LABEL * len(footer))
     assert "overview: " in (out / "fsa.log").read_text().splitlines()[-1]  # said last, with fsa-report
     # Baselines add their own best and final images for the same seeds, in the same row.
     cfg = compose_config(["debug=tiny", "~logger", "baselines=[unguided]"], tmp_path)

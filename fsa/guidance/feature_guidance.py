@@ -104,6 +104,14 @@ class FeatureGuidance(GuidanceOptions):
 
         return guided_decode(backbone, sampler, self, extractor, targets.feature, generators, **options)
 
+    def baseline(self, name: str) -> Any:
+        """`GuidanceOptions.baseline`, and `adversarial`: the distance minimised with no diffusion prior."""
+        if name == "adversarial":
+            from fsa.guidance.adversarial import AdversarialControl  # it imports the decoder, which imports this
+
+            return AdversarialControl(self)
+        return super().baseline(name)
+
     def guide(self, eps: Tensor, grad: Tensor) -> tuple[Tensor, GuidanceStats]:
         """Eq. 3 with normalisation and clipping: eps' = eps +- w_g * clip(normalise(g))."""
         grad = grad.float()

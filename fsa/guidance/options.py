@@ -7,8 +7,10 @@ from fsa.errors import ConfigError
 # A guide run decodes every target once per variant, with the same sampler, targets and seeds: the
 # guided decode, and the baselines a run asks for (`baselines=`). Each guidance says what its
 # baselines are (`baseline`); a baseline that makes no sense for it (printed_sign without Eq. 3) is None.
+# adversarial is the control with no diffusion prior: the guide's distance minimised in the model's
+# latent directly (fsa.guidance.adversarial), which the judges must tell from a real match.
 GUIDED = "guided"
-BASELINES = ("unguided", "printed_sign")
+BASELINES = ("unguided", "printed_sign", "adversarial")
 VARIANTS = (GUIDED, *BASELINES)
 CLIP_MODES = ("mean", "zero", "off")
 DIRECTIONS = ("descend", "ascend")
@@ -111,7 +113,8 @@ class GuidanceOptions:
         return replace(self, w_g=0.0)
 
     def baseline(self, name: str) -> "GuidanceOptions":
-        """unguided: w_g = 0; printed_sign: eps - w_g g, the sign the paper prints in Eq. 3."""
+        """unguided: w_g = 0; printed_sign: eps - w_g g, the sign the paper prints in Eq. 3 (adversarial:
+        `FeatureGuidance.baseline`, which has the tensor code)."""
         return self.unguided() if name == "unguided" else replace(self, direction="ascend")
 
 
@@ -157,5 +160,6 @@ class SelfGuidedOptions:
         return replace(self, max_iterations=0)
 
     def baseline(self, name: str) -> "SelfGuidedOptions | None":
-        """unguided: no matching step; printed_sign flips Eq. 3, which self-guidance has not: None."""
+        """unguided: no matching step; printed_sign flips Eq. 3, which self-guidance has not, and the
+        adversarial control needs a representation of the image alone (phi_t reads t): None."""
         return self.unguided() if name == "unguided" else None

@@ -26,6 +26,7 @@ from fsa.report.figures import (
     plot_image_table,
     plot_panels,
     plot_retention,
+    plot_transfer,
 )
 from fsa.report.layouts import best_with_baselines, by_swept_value, final_and_best, ring_panels
 from fsa.report.page import write_page
@@ -46,6 +47,7 @@ from fsa.report.runs import (
     sweep_markdown,
     sweep_table,
     swept_keys,
+    transfer_table,
     trends,
     value_order,
 )
@@ -139,6 +141,11 @@ def run_figures(run: Run, keys: Sequence[str], out: Path) -> list[Figure]:
         if panels is not None:
             path = plot_panels(panels, out / f"panels_{label}.png")
             figures.append(Figure(path, "panels", panels.title, "Kadkhodaie et al., Fig. 7"))
+    transfer = transfer_table([run], keys)
+    if not transfer.empty:
+        path = plot_transfer(title, transfer, out / f"transfer_{label}.png")
+        if path is not None:
+            figures.append(Figure(path, "transfer", f"{title}: does the match transfer?", ""))
     curves = plot_curves(title, read_evaluations(run.folder.evaluations_file()), out / f"curves_{label}.png")
     if curves is not None:
         figures.append(Figure(curves, "curves", f"{title}: distance per guided iteration", ""))
@@ -160,7 +167,7 @@ def gradient_figure(runs: Sequence[Run], keys: Sequence[str], out: Path) -> list
 def figure_lines(figures: Sequence[Figure], out: Path) -> list[str]:
     """One printed line per kind of figure, naming the first few."""
     lines = []
-    for kind in ("sweep", "boxplot", "gradients", "retention", "runs", "best", "panels", "curves"):
+    for kind in ("sweep", "boxplot", "gradients", "retention", "transfer", "runs", "best", "panels", "curves"):
         made = [f for f in figures if f.kind == kind]
         if made:
             names = ", ".join(f.path.name for f in made[:3]) + (", ..." if len(made) > 3 else "")
@@ -241,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         heatmap = plot_retention(retained, figures_dir / "retention.png")
         if heatmap is not None:
             figures.append(Figure(heatmap, "retention", "retention per attribute, final images", ""))
+    transfer = transfer_table(runs, keys)
+    if not transfer.empty:  # runs with judges or the robustness check
+        files, tables = files + write_table(transfer, out, "transfer"), tables | {"transfer": transfer}
     for run in runs:
         figures += run_figures(run, keys, figures_dir)
     page = write_page(out / "report.html", folder, runs, keys, tables, sentences, figures)

@@ -24,6 +24,7 @@ from PIL import Image
 
 from fsa.pictures import OKABE_ITO
 from fsa.report.layouts import RING, ImageTable, PanelTable
+from fsa.report.runs import variant_order
 
 PALETTE = OKABE_ITO
 MIN_PIXELS = 128  # smaller images are upscaled (nearest neighbour) to at least this size
@@ -305,4 +306,42 @@ def plot_gradients(runs: Sequence[tuple[str, dict[str, Any]]], path: Path) -> Pa
         axes[r, 0].set_ylabel(f"{label}\n({bounds})", fontsize=FONT)
     figure.suptitle("normalised gradient at k = 0 before clipping: mean dotted, clip bounds solid", fontsize=FONT + 1)
     figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def plot_transfer(title: str, table: pd.DataFrame, path: Path, kind: str = "best") -> Path | None:
+    """Does the match transfer? One row per check (each judge; the guide's distance and feature movement
+    after all small changes), one marker per variant at its ratio with its 95 % interval as an error
+    bar, on a log axis with 1 (as unguided; as the target image) marked."""
+    checks = [c for c in dict.fromkeys(table["check"]) if c.startswith("judge") or c.endswith("all changes")]
+    chosen = table[(table["kind"] == kind) & table["check"].isin(checks)]
+    if chosen.empty:
+        return None
+    variants = sorted(dict.fromkeys(chosen["variant"]), key=variant_order)
+    figure, axes = plt.subplots(figsize=(7.0, 1.2 + 0.5 * len(checks)))
+    markers = "o^sDvP"
+    for i, variant in enumerate(variants):
+        rows = chosen[chosen["variant"] == variant].set_index("check")
+        ys = [len(checks) - 1 - checks.index(c) + 0.12 * (i - (len(variants) - 1) / 2) for c in rows.index]
+        low = (rows["value"] - rows["low"].fillna(rows["value"])).clip(lower=0)
+        high = (rows["high"].fillna(rows["value"]) - rows["value"]).clip(lower=0)
+        axes.errorbar(
+            rows["value"],
+            ys,
+            xerr=[low, high],
+            fmt=markers[i % len(markers)],
+            color=colour(i),
+            ms=5,
+            capsize=2,
+            label=variant,
+        )
+    axes.axvline(1.0, color="#555555", ls=":", lw=1)
+    axes.set_xscale("log")
+    axes.set_yticks(range(len(checks)), list(reversed(checks)), fontsize=FONT)
+    axes.set_xlabel(
+        "ratio (log): judges over the unguided images'; after changes over the target image's", fontsize=FONT
+    )
+    axes.set_title(f"{title}: does the match transfer? ({kind} images, 95 % intervals)", fontsize=FONT + 1)
+    axes.legend(fontsize=FONT - 1, loc="best")
+    axes.grid(axis="x", alpha=0.3, which="both")
     return save_figure(figure, path)

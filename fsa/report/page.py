@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from fsa.report.figures import Figure
-from fsa.report.runs import Run, format_cell, run_title, sweep_view
+from fsa.report.runs import Run, format_cell, run_label, run_title, sweep_view, variant_order
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
@@ -140,6 +140,44 @@ def task_outputs(run: Run) -> list[str]:
     return parts
 
 
+def transfer_section(
+    table: pd.DataFrame | None, figures: Sequence[Figure], out: Path, runs: Sequence[Run], keys: Sequence[str]
+) -> list[str]:
+    """ "Does the match transfer?": per run, its checks against its variants (best images; ratio with its 95 %
+    interval) and its figure. transfer.csv has the final images' too."""
+    if table is None or table.empty:
+        return []
+    parts = [
+        "<h2>Does the match transfer?</h2>",
+        "<p>Judges are extractors that score the images but never guided them: a real match transfers to them "
+        "(distance well below the unguided images', ratio &lt; 1), an adversarial one does not. After small changes "
+        "of an image (shift, crop, JPEG, noise) the guide's distance and feature movement are shown over the same "
+        "changes of the target image: near 1 for a real match, far above for an adversarial one. The adversarial "
+        "control's images stand beside the guided ones under <i>Best images against the baselines</i>. "
+        "95 % intervals by a paired bootstrap over targets.</p>",
+    ]
+    drawn = {f.path.stem: f for f in figures if f.kind == "transfer"}
+    best = table[table["kind"] == "best"]
+    for run in runs:
+        rows = best[best["run"] == run.name]
+        if rows.empty:
+            continue
+        shown = [
+            f"{format_cell(v)} [{format_cell(lo)}, {format_cell(hi)}]" if pd.notna(lo) else format_cell(v)
+            for v, lo, hi in zip(rows["value"], rows["low"], rows["high"], strict=True)
+        ]
+        wide = rows.assign(shown=shown).pivot(index="check", columns="variant", values="shown")
+        wide = wide.reindex(
+            index=list(dict.fromkeys(rows["check"])), columns=sorted(dict.fromkeys(rows["variant"]), key=variant_order)
+        )
+        parts += [f"<h3>{html.escape(run_title(run, keys))} ({html.escape(run.name)})</h3>"]
+        parts.append(table_html(wide.reset_index().fillna("")))
+        figure = drawn.get(f"transfer_{run_label(run, keys)}")
+        if figure is not None:
+            parts.append(figure_html(figure, out))
+    return parts
+
+
 def write_page(
     path: Path,
     folder: Path,
@@ -173,6 +211,7 @@ def write_page(
     if "sweep" in tables:
         heading = "<h2>Best distance per swept value (as the paper's App. C)</h2>"
         body += [heading, table_html(sweep_view(tables["sweep"]))]
+    body += transfer_section(tables.get("transfer"), figures, out, runs, keys)
     for kind, heading in (
         ("sweep", "Images by swept value"),
         ("boxplot", "Best distances by swept value"),

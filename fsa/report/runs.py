@@ -413,3 +413,33 @@ def retention_table(runs: Sequence[Run], keys: Sequence[str]) -> pd.DataFrame:
         for name, values in by_name.items()
     ]
     return pd.DataFrame(rows, columns=["run", "kind", "attribute", "value", "low", "high", "samples"])
+
+
+TRANSFER_COLUMNS = ["run", "title", "check", "variant", "kind", "value", "low", "high"]
+
+
+def transfer_table(runs: Sequence[Run], keys: Sequence[str]) -> pd.DataFrame:
+    """Does each complete run's match transfer? Per run (its folder's name and its title), check (each
+    judge's distance over the unguided images'; the guide's distance and feature movement after small
+    changes over the target image's), variant and kind of image: the ratio with its 95 % interval
+    (docs/judges.md)."""
+    rows = []
+    for run in runs:
+        summary, named = run.summary or {}, [run.name, run_title(run, keys)]
+        for name, by_variant in (summary.get("judges") or {}).items():
+            for variant, by_kind in by_variant.items():
+                for kind, entry in by_kind.items():
+                    if variant == "unguided":  # the reference: its ratio is 1 by definition
+                        rows.append([*named, f"judge {name}", variant, kind, 1.0, None, None])
+                    elif entry.get("ratio") is not None:
+                        interval = entry.get("ratio_interval") or [None, None]
+                        rows.append([*named, f"judge {name}", variant, kind, entry["ratio"], *interval])
+        for variant, by_kind in (summary.get("robustness") or {}).items():
+            for kind, by_change in by_kind.items():
+                for change, measures in by_change.items():
+                    for measure, what in (("distance", "guide distance"), ("sensitivity", "feature movement")):
+                        entry = measures[measure]
+                        interval = entry.get("interval") or [None, None]
+                        check = f"{what} after {'all changes' if change == 'all' else change}"
+                        rows.append([*named, check, variant, kind, entry["value"], *interval])
+    return pd.DataFrame(rows, columns=TRANSFER_COLUMNS)

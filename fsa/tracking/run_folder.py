@@ -224,6 +224,16 @@ class RunFolder:
         """Per sample of the guided and unguided runs, each attribute's distance to the target."""
         return self.root / "attributes.csv"
 
+    @property
+    def judges_file(self) -> Path:
+        """Per judge, variant, kind of image and sample, the judge's distance to the target image."""
+        return self.root / "judges.csv"
+
+    @property
+    def robustness_file(self) -> Path:
+        """Per variant, kind of image, change and sample, the guide's distance after the change."""
+        return self.root / "robustness.csv"
+
     # ------------------------------------------------------------------ reading
 
     @staticmethod

@@ -39,9 +39,20 @@ class GuideTask(Declaration):
         "baselines",
         "oracle",
         "attributes",
+        "judges",
+        "robustness",
         "record_gradients",
     )
-    outputs = ("images", "baselines", "evaluations.csv", "gradients.pt", "attributes.csv", "overview.png")
+    outputs = (
+        "images",
+        "baselines",
+        "evaluations.csv",
+        "gradients.pt",
+        "attributes.csv",
+        "judges.csv",
+        "robustness.csv",
+        "overview.png",
+    )
     tables: ClassVar[
         dict[str, str]
     ] = {}  # fsa-report builds the guide's tables and figures from its summary and images

@@ -1,19 +1,28 @@
-"""Phase 4 of the guide task: each sample judged (calibrated distance, the oracle's verdicts) and, with
-an unguided twin, each attribute's retention."""
+"""Phase 4 of the guide task: each sample judged (calibrated distance, the oracle's verdicts); with an
+unguided twin, each attribute's retention; and whether the match is real: the judges' transfer ratios
+and the robustness check."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+from PIL import Image
 
 from fsa.attributes.options import AttributesOptions
 from fsa.data.targets import Target, resize_images
-from fsa.evaluation import attribute_distances, entropy, retention_figures
+from fsa.errors import FsaError
+from fsa.evaluation import KINDS, attribute_distances, entropy, retention_figures
+from fsa.extractors.base import FeatureExtractor
 from fsa.guidance.options import GUIDED
+from fsa.intervals import mean_over_targets, ratio_of_means
+from fsa.job import build
+from fsa.judges.changes import small_changes
+from fsa.judges.options import RobustnessOptions
 from fsa.tracking.run_folder import RunFolder, SampleResult
 
 log = logging.getLogger("fsa")
@@ -65,3 +74,181 @@ def retention(
     ]
     pd.DataFrame(rows).to_csv(folder.attributes_file, index=False)
     return retention_figures(found[GUIDED], found["unguided"], options.resamples)
+
+
+# ---------------------------------------------------------------- is the match real? (docs/judges.md)
+
+
+def image_files(samples: dict[str, list[SampleResult]], folder: RunFolder, targets: list[Target]) -> dict[str, Any]:
+    """The images the judges and the robustness check read, as files: each target's (the targets with
+    an image) and, per variant and kind, the samples of those targets with their image."""
+    target_files = {i: folder.target_image(GUIDED, i, t.name) for i, t in enumerate(targets) if t.image is not None}
+    judged = {
+        (variant, kind): [
+            (r, folder.path(getattr(r, f"{kind}_image"))) for r in records if r.target_index in target_files
+        ]
+        for variant, records in samples.items()
+        for kind in KINDS
+    }
+    return {"targets": target_files, "samples": judged}
+
+
+@torch.no_grad()
+def features_of(extractor: FeatureExtractor, images: Sequence[Image.Image], batch_size: int = 64) -> torch.Tensor:
+    """Features (N, D) of actual images, each prepared as f_s is (`preprocess_image`), on the CPU."""
+    device = next(extractor.parameters(), torch.empty(0)).device
+    found = []
+    for i in range(0, len(images), batch_size):
+        batch = torch.stack([extractor.preprocess_image(image) for image in images[i : i + batch_size]])
+        found.append(extractor(batch.to(device)).float().cpu())
+    return torch.cat(found) if found else torch.empty(0)
+
+
+def read_image(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def load_judge(node: Any, name: str, device: torch.device) -> tuple[FeatureExtractor | None, str | None]:
+    """A judge, or None and why not: a judge whose weights are not on this machine (and cannot be
+    downloaded) is skipped, not fatal."""
+    try:
+        return build(node).to(device), None
+    except (FsaError, OSError) as error:
+        reason = str(error).splitlines()[0]
+        log.warning("judge %s skipped: %s", name, reason)
+        return None, reason
+
+
+def judge_transfer(
+    judges: Any, files: dict[str, Any], folder: RunFolder, device: torch.device
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Per judge, its distance from each variant's images to the target images, and the transfer ratio
+    E[d(variant)] / E[d(unguided)] paired by target and seed (judges.csv has each sample's distance).
+    Judges load one at a time and are freed after; those that cannot load are returned as skipped."""
+    targets = {i: read_image(path) for i, path in files["targets"].items()}
+    rows, skipped = [], {}
+    for name, node in judges.items():
+        judge, skipped[name] = load_judge(node, name, device)
+        if judge is None:
+            continue
+        target_features = dict(zip(targets, features_of(judge, list(targets.values())), strict=True))
+        for (variant, kind), pairs in files["samples"].items():
+            features = features_of(judge, [read_image(path) for _, path in pairs])
+            for (r, _), feature in zip(pairs, features, strict=True):
+                distance = float((feature - target_features[r.target_index]).pow(2).sum())
+                rows.append(_row(r, variant, kind) | {"judge": name, "distance": distance})
+        del judge
+    skipped = {name: reason for name, reason in skipped.items() if reason}
+    pd.DataFrame(rows).to_csv(folder.judges_file, index=False)
+    figures = {
+        name: _against_unguided([row for row in rows if row["judge"] == name], "distance")
+        for name in judges
+        if name not in skipped
+    }
+    return figures, skipped
+
+
+def robustness(
+    extractor: FeatureExtractor,
+    options: RobustnessOptions,
+    files: dict[str, Any],
+    targets: list[Target],
+    folder: RunFolder,
+) -> dict[str, Any]:
+    """The guide's view of small changes T (shift, crop, JPEG, noise) of a generated image x, beside
+    the same changes of the target image x_s, paired by target (robustness.csv: each sample's):
+
+    - sensitivity: how far T moves the features, ||f(T x) - f(x)||^2 over ||f(T x_s) - f(x_s)||^2. A
+      real match moves as a real image does (near 1); an adversarial one collapses (far above 1).
+    - distance: the guide's distance after the change, d(f(T x), f_s) over d(f(T x_s), f_s). It also
+      holds the match's own distance d(f(x), f_s), so it is large wherever T hardly moves the target
+      (JPEG, noise on clean digits) even for a real match: read it beside the sensitivity.
+    """
+    reference = {
+        i: _changed(extractor, read_image(path), options, targets[i].feature) for i, path in files["targets"].items()
+    }
+    rows = []
+    for (variant, kind), pairs in files["samples"].items():
+        for r, path in pairs:
+            changed = _changed(extractor, read_image(path), options, targets[r.target_index].feature)
+            for change, (distance, movement) in changed.items():
+                target_distance, target_movement = reference[r.target_index][change]
+                rows.append(
+                    _row(r, variant, kind)
+                    | {"change": change, "distance": distance, "target_distance": target_distance}
+                    | {"movement": movement, "target_movement": target_movement}
+                )
+    pd.DataFrame(rows).to_csv(folder.robustness_file, index=False)
+    figures: dict[str, Any] = {}
+    for variant, kind in files["samples"]:
+        chosen = [row for row in rows if row["variant"] == variant and row["kind"] == kind]
+        if not chosen:
+            continue
+        by_change = {change: [row for row in chosen if row["change"] == change] for change in options.enabled()}
+        by_change["all"] = _summed_over_changes(chosen)
+        figures.setdefault(variant, {})[kind] = {
+            change: {
+                "sensitivity": ratio_of_means(picked, "movement", "target_movement"),
+                "distance": ratio_of_means(picked, "distance", "target_distance"),
+            }
+            for change, picked in by_change.items()
+        }
+    return figures
+
+
+def _changed(
+    extractor: FeatureExtractor, image: Image.Image, options: RobustnessOptions, target: torch.Tensor
+) -> dict[str, tuple[float, float]]:
+    """Per change T of `image` x: the distance d(f(T x), f_s) (Eq. 2) and the movement ||f(T x) - f(x)||^2."""
+    changes = small_changes(image, options)
+    features = features_of(extractor, [image, *changes.values()])
+    distances = (features[1:] - target.float().cpu()).pow(2).sum(dim=1).tolist()
+    movements = (features[1:] - features[0]).pow(2).sum(dim=1).tolist()
+    return dict(zip(changes, zip(distances, movements, strict=True), strict=True))
+
+
+def _row(record: SampleResult, variant: str, kind: str) -> dict[str, Any]:
+    return {
+        "variant": variant,
+        "kind": kind,
+        "target": record.target,
+        "target_index": record.target_index,
+        "sample": record.sample,
+        "seed": record.seed,
+    }
+
+
+def _summed_over_changes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per sample with its figures summed over the changes (each change weighs as its target's)."""
+    figures = ("distance", "target_distance", "movement", "target_movement")
+    summed: dict[tuple[int, int], dict[str, Any]] = {}
+    for row in rows:
+        into = summed.setdefault(
+            (row["target_index"], row["sample"]),
+            {"target_index": row["target_index"], "sample": row["sample"]} | dict.fromkeys(figures, 0.0),
+        )
+        for figure in figures:
+            into[figure] += row[figure]
+    return list(summed.values())
+
+
+def _against_unguided(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Per variant and kind, the mean of `key` with its interval and, beside the unguided twin (same
+    target and seed), the ratio of means with its paired interval."""
+    unguided = {
+        (row["kind"], row["target_index"], row["sample"]): row[key] for row in rows if row["variant"] == "unguided"
+    }
+    figures: dict[str, Any] = {}
+    for variant in dict.fromkeys(row["variant"] for row in rows):
+        for kind in KINDS:
+            chosen = [row for row in rows if row["variant"] == variant and row["kind"] == kind]
+            if not chosen:
+                continue
+            entry = mean_over_targets(chosen, key)
+            if unguided and variant != "unguided":
+                paired = [row | {"unguided": unguided[(kind, row["target_index"], row["sample"])]} for row in chosen]
+                ratio = ratio_of_means(paired, key, "unguided")
+                entry |= {"ratio": ratio["value"], "ratio_interval": ratio["interval"]}
+            figures.setdefault(variant, {})[kind] = entry
+    return figures

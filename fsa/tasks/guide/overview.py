@@ -1,16 +1,25 @@
 """The guide task's `overview.png`, the first thing to open after a run: targets as rows, the actual
 image, then the best and the final image of each sample, then the same for each baseline (the same
-seeds), with each image's squared feature distance under it."""
+seeds), with each image's squared feature distance under it; under the grid, a line per variant on
+whether its match transfers (the judges, the robustness check)."""
 
 from pathlib import Path
+from typing import Any
 
 from fsa.guidance.options import GUIDED
 from fsa.pictures import Cell, draw_grid
 from fsa.tracking.run_folder import RunFolder, SampleResult
 
 
-def write_overview(folder: RunFolder, samples: dict[str, list[SampleResult]], path: Path) -> Path:
-    """Draw every target of the run (rows) against its images (columns) into `path`."""
+def write_overview(
+    folder: RunFolder,
+    samples: dict[str, list[SampleResult]],
+    path: Path,
+    judges: dict[str, Any] | None = None,
+    robustness: dict[str, Any] | None = None,
+) -> Path:
+    """Draw every target of the run (rows) against its images (columns) into `path`, with the judges'
+    and the robustness check's figures of each variant's best images under it."""
     variants = [GUIDED, *(v for v in samples if v != GUIDED)]
     by_target: dict[int, dict[str, list[SampleResult]]] = {}
     for variant in variants:
@@ -30,4 +39,23 @@ def write_overview(folder: RunFolder, samples: dict[str, list[SampleResult]], pa
                 cells.append((folder.path(record.best_image), f"d={record.best_distance:.3g}"))
                 cells.append((folder.path(record.final_image), f"d={record.final_distance:.3g}"))
         rows.append(cells)
-    return draw_grid(columns, rows, path)
+    return draw_grid(columns, rows, path, transfer_lines(variants, judges, robustness))
+
+
+def transfer_lines(variants: list[str], judges: dict[str, Any] | None, robustness: dict[str, Any] | None) -> list[str]:
+    """One line per variant: each judge's distance over the unguided images' and the guide's distance
+    after small changes over the target image's (best images)."""
+    lines = []
+    for variant in variants:
+        parts = [
+            f"{name} {entry['ratio']:.2g}"
+            for name, by_variant in (judges or {}).items()
+            if (entry := (by_variant.get(variant) or {}).get("best") or {}).get("ratio") is not None
+        ]
+        changed = (((robustness or {}).get(variant) or {}).get("best") or {}).get("all")
+        text = f"{variant}: judges' distance / unguided's: {', '.join(parts)}" if parts else f"{variant}:"
+        if changed:
+            text += f"; after small changes, guide distance / target's: {changed['distance']['value']:.2g}"
+        if parts or changed:
+            lines.append(text)
+    return lines

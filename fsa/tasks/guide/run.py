@@ -19,17 +19,26 @@ import torch
 from omegaconf import OmegaConf
 
 from fsa.attributes.measures import load_measures
-from fsa.config import attributes_options
+from fsa.config import attributes_options, resolved_container, robustness_options
 from fsa.data.targets import Target
 from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.diffusion.samplers import Sampler
-from fsa.evaluation import comparison_table, mean_pairwise_distance, proof_figures, retention_table, variant_figures
+from fsa.evaluation import (
+    comparison_table,
+    match_verdicts,
+    mean_pairwise_distance,
+    proof_figures,
+    retention_table,
+    transfer_table,
+    variant_figures,
+)
 from fsa.extractors.base import FeatureExtractor
 from fsa.guidance.options import GUIDED
 from fsa.job import Job
+from fsa.judges.options import RobustnessOptions
 from fsa.speed import apply_speed_options, torch_dtype
 from fsa.tasks.guide.decoding import Decoding, GuideState, Sample, batches
-from fsa.tasks.guide.judging import judge, retention
+from fsa.tasks.guide.judging import image_files, judge, judge_transfer, retention, robustness
 from fsa.tasks.guide.listeners import EvaluationSeries
 from fsa.tasks.guide.overview import write_overview
 from fsa.tracking.progress import Progress
@@ -40,7 +49,8 @@ log = logging.getLogger("fsa")
 
 @dataclass
 class Models:
-    """What phase 1 loads: the networks, the targets, and the judges (oracle, attribute measures)."""
+    """What phase 1 loads: the networks, the targets, the oracle and the attribute measures; the judges'
+    configs (each loads after decoding) less those refused, and the robustness check's changes."""
 
     backbone: DiffusionBackbone
     sampler: Sampler
@@ -51,6 +61,9 @@ class Models:
     measures: dict[str, Any]
     speed: Any  # SpeedOptions, applied to the backbone and the extractor
     dtype: torch.dtype
+    judges: dict[str, Any]  # name -> extractor config
+    refused: dict[str, str]  # judges left out, and why
+    robustness: RobustnessOptions | None
 
 
 @dataclass
@@ -87,7 +100,40 @@ def load(job: Job) -> Models:
     apply_speed_options(backbone, extractor, speed)
     measures = load_measures(attributes.measures) if attributes else {}
     guidance, sampler = job.build("guidance"), job.build("sampler")
-    return Models(backbone, sampler, guidance, extractor, targets, oracle, measures, speed, torch_dtype(cfg.dtype))
+    judges, refused = admitted_judges(cfg)
+    changes = robustness_options(cfg) if cfg.get("robustness") is not None else None
+    return Models(
+        backbone,
+        sampler,
+        guidance,
+        extractor,
+        targets,
+        oracle,
+        measures,
+        speed,
+        torch_dtype(cfg.dtype),
+        judges,
+        refused,
+        changes,
+    )
+
+
+def admitted_judges(cfg: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The judges of the config less any that is the guiding extractor itself (refused: a network
+    cannot vouch for its own match), with the reasons."""
+    guide = _without_name(resolved_container(cfg.extractor))
+    judges, refused = {}, {}
+    for name, node in (cfg.get("judges") or {}).items():
+        if _without_name(resolved_container(node)) == guide:
+            refused[name] = "it is the guiding extractor"
+            log.warning("judge %s refused: it is the guiding extractor, which cannot vouch for its own match", name)
+        else:
+            judges[name] = node
+    return judges, refused
+
+
+def _without_name(node: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in node.items() if k != "name"}
 
 
 def make_plan(job: Job, models: Models) -> Plan:
@@ -161,6 +207,7 @@ def summarise(
     if job.cfg.get("attributes") is not None and "unguided" in samples:  # which attributes f keeps
         options = attributes_options(job.cfg)
         retained = retention(options, models.measures, samples, models.targets, job.folder)
+    transfer, skipped, robust = real_match(job, models, samples)
     guided = samples[GUIDED]
     baselines = [variant for variant in samples if variant != GUIDED]
     summary = {
@@ -181,11 +228,37 @@ def summarise(
         "baselines": {b: figures[b] for b in baselines},
         "proof": proof_figures(figures, as_dicts),
         "retention": retained,
+        "judges": transfer,
+        "judges_skipped": skipped,
+        "robustness": robust,
+        "match": match_verdicts(transfer, robust, list(samples)) if transfer or robust else None,
         "samples": [r.to_dict() for r in guided],
         "baseline_samples": {b: [r.to_dict() for r in samples[b]] for b in baselines},
     }
-    write_overview(job.folder, samples, job.folder.overview_file)
+    write_overview(job.folder, samples, job.folder.overview_file, transfer, robust)
     return summary, figures
+
+
+def real_match(
+    job: Job, models: Models, samples: dict[str, list[SampleResult]]
+) -> tuple[dict[str, Any] | None, dict[str, str], dict[str, Any] | None]:
+    """Is the match real? The judges' distances and transfer ratios, the judges skipped or refused, and
+    the robustness check: both need target images (docs/judges.md)."""
+    files = image_files(samples, job.folder, models.targets)
+    skipped = dict(models.refused)
+    if not files["targets"] and (models.judges or models.robustness):
+        log.info("judges and robustness not measured: no target has an image")
+        return None, skipped, None
+    transfer = None
+    if models.judges:
+        transfer, unloaded = judge_transfer(models.judges, files, job.folder, job.device)
+        skipped |= unloaded
+    robust = (
+        robustness(models.extractor, models.robustness, files, models.targets, job.folder)
+        if models.robustness
+        else None
+    )
+    return transfer, skipped, robust
 
 
 def tell(
@@ -199,15 +272,24 @@ def tell(
     log.info("results over %d sample(s) per variant:\n%s", len(samples[GUIDED]), comparison_table(figures))
     for key, value in summary["proof"].items():
         log.info("proof: %s = %s", key, value)
+    table = transfer_table(summary["judges"], summary["robustness"], list(samples))
+    if table:
+        log.info("does the match transfer?\n%s", table)
     if summary["retention"]:
         table = retention_table(summary["retention"])
         log.info("retention per attribute, final images (1: kept, 0: as unguided):\n%s", table)
     if job.tracker is not None and series is not None:
         for variant, records in samples.items():
             series.results_table(variant, records, job.folder)
-        guided = {k: v for k, v in summary.items() if k not in ("samples", "baseline_samples", "sampler")}
+        per_run = ("samples", "baseline_samples", "sampler", "judges", "robustness", "match")
+        guided = {k: v for k, v in summary.items() if k not in per_run}
         facts = {k: v for k, v in guided.items() if k not in (*figures[GUIDED], "baselines", "proof", "retention")}
         for variant in samples:
-            job.tracker.summarise(variant, guided if variant == GUIDED else {**facts, **figures[variant]})
+            real = {
+                "judges": {name: by_variant.get(variant) for name, by_variant in (summary["judges"] or {}).items()},
+                "robustness": (summary["robustness"] or {}).get(variant),
+                "match": (summary["match"] or {}).get(variant),
+            }
+            job.tracker.summarise(variant, {**(guided if variant == GUIDED else {**facts, **figures[variant]}), **real})
     log.info("images: %s", job.folder.variant_dir(GUIDED) / "images")
     log.info("table: %s; summary: %s", job.folder.evaluations_file(), job.folder.root / "summary.json")
