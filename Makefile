@@ -26,7 +26,7 @@ run: install  ## the main job: guidance on the embedded digits setup, with the p
 # project's 2-core machine twice the throughput of one worker with two threads (docs/tests.md).
 PYTEST := HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile
 
-test: install  ## the default test suite: CPU only, no downloads (~8 min here)
+test: install  ## the default test suite: CPU only, no downloads (~9 min here)
 	$(PYTEST) -m "not gpu and not weights" $(ARGS)
 
 test-fast: install  ## the tests without the slow ones (~2 min here)

@@ -276,11 +276,18 @@ def attribute_distances(
 
 
 def retention_figures(
-    guided: dict[str, dict[str, Tensor]], unguided: dict[str, dict[str, Tensor]], resamples: int
+    guided: dict[str, dict[str, Tensor]],
+    unguided: dict[str, dict[str, Tensor]],
+    resamples: int,
+    targets: Tensor | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Per kind of image and attribute: retention with its 95 % paired-bootstrap interval."""
+    """Per kind of image and attribute: retention with its 95 % interval, a paired bootstrap over
+    `targets` (each sample's target; None: over samples)."""
     return {
-        kind: {name: vars(retention(guided[kind][name], unguided[kind][name], resamples)) for name in guided[kind]}
+        kind: {
+            name: vars(retention(guided[kind][name], unguided[kind][name], resamples, targets=targets))
+            for name in guided[kind]
+        }
         for kind in guided
     }
 

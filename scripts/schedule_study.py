@@ -14,10 +14,16 @@ RN50 (the paper's Fig. 3 setting), from the run's own counts of guided iteration
     python scripts/schedule_study.py --cases paper fast --seeds 3
     python scripts/schedule_study.py --case "mine=sampler=ddim sampler.num_steps=300 guidance=k1"
 
-A case "meets the goal" on a set when its median best and mean final distances are at most the paper
-schedule's, its oracle agreement (best and final images) at least the paper's, and its SD FLOPs per
-sample at most 1/25 of the paper's. Results: OUT/<case>/skip<S>/ (fsa's run folders; a finished one is
-reused), results.json, table.md and work.png (best and final distance against FLOPs, report set).
+Every case is compared with the paper schedule on the same targets and seeds: the ratio of its median
+best distance to the paper's and of its mean final distance to the paper's, each with a 95 % interval
+from a paired bootstrap over targets (fsa.intervals). A ratio whose interval lies below 1 is "closer",
+above 1 "farther", and one whose interval holds 1 is "tied": the data cannot tell the two apart, and
+a tie is not held against a case. A case "meets the goal" on a set when neither ratio is "farther",
+its oracle agreement (best and final images) is not clearly lower than the paper's (its Wilson
+interval reaches the paper's), and its SD FLOPs per sample are at most 1/25 of the paper's. A verdict
+that rests on a tie says so in the table; more seeds (--seeds) narrow the intervals. Results:
+OUT/<case>/skip<S>/ (fsa's run folders; a finished one is reused), results.json, table.md and work.png
+(best and final distance against FLOPs, report set, with 95 % intervals).
 """
 
 import argparse
@@ -31,12 +37,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench
 
 from fsa.guidance.options import GRADIENTS
+from fsa.intervals import by_target, ratio_of_means, target_bootstrap
 
 REFERENCE = "paper"
 CASES = {
@@ -112,22 +120,55 @@ def flops_per_sample(summary: dict, guidance: dict, parts: dict[str, int]) -> fl
 
 
 def figures(summary: dict) -> dict:
-    return {
-        "median_best_distance": summary["median_best_distance"],
-        "mean_final_distance": summary["mean_final_distance"],
-        "best_oracle_agreement": summary["best_oracle_agreement"],
-        "final_oracle_agreement": summary["final_oracle_agreement"],
+    """A run's figures with their 95 % intervals (fsa's summary: a bootstrap over targets; Wilson's)."""
+    keys = ("median_best_distance", "mean_final_distance", "best_oracle_agreement", "final_oracle_agreement")
+    return {key: summary[key] for key in keys} | {
+        "intervals": {key: summary["intervals"][key] for key in keys},
         "wall_time_s": summary["wall_time_s"],
         "samples": len(summary["samples"]),
     }
 
 
+def verdict(interval: list[float] | None) -> str:
+    """A ratio to the paper's: "closer" (its interval below 1), "farther" (above 1) or "tied" (it holds 1,
+    or there is no interval: the data cannot tell)."""
+    if interval and interval[1] < 1:
+        return "closer"
+    if interval and interval[0] > 1:
+        return "farther"
+    return "tied"
+
+
+def against_reference(case: dict, reference: dict) -> dict:
+    """The case's median best and mean final distance over the paper schedule's, on the same targets and
+    seeds, each with its paired-bootstrap interval over targets and its verdict."""
+
+    def paired(key: str) -> list[dict]:
+        paper = {(s["target_index"], s["sample"]): s[key] for s in reference["samples"]}
+        return [s | {"paper": paper[(s["target_index"], s["sample"])]} for s in case["samples"]]
+
+    def median_ratio(a: np.ndarray) -> float:
+        return float(np.median(a[:, 0]) / np.median(a[:, 1]))
+
+    best = by_target(paired("best_distance"), "best_distance", "paper")
+    ratios = {
+        "best": {"value": median_ratio(np.concatenate(best)), "interval": target_bootstrap(best, median_ratio)},
+        "final": ratio_of_means(paired("final_distance"), "final_distance", "paper"),
+    }
+    return {kind: ratio | {"verdict": verdict(ratio["interval"])} for kind, ratio in ratios.items()}
+
+
 def meets_goal(case: dict, reference: dict, target_set: str) -> bool:
+    """Neither distance ratio "farther" than the paper's (a tie is no evidence against), neither oracle
+    agreement clearly lower (the case's interval reaches the paper's), within the FLOP budget."""
     got, paper = case[target_set], reference[target_set]
+    agreements = (
+        got["intervals"][key][1] >= paper["intervals"][key][0]
+        for key in ("best_oracle_agreement", "final_oracle_agreement")
+    )
     return (
-        got["median_best_distance"] <= paper["median_best_distance"]
-        and got["mean_final_distance"] <= paper["mean_final_distance"]
-        and all(got[f"{kind}_oracle_agreement"] >= paper[f"{kind}_oracle_agreement"] for kind in ("best", "final"))
+        all(got["versus"][kind]["verdict"] != "farther" for kind in ("best", "final"))
+        and all(agreements)
         and case["flops_fraction"] <= FLOP_BUDGET
     )
 
@@ -135,10 +176,11 @@ def meets_goal(case: dict, reference: dict, target_set: str) -> bool:
 def study(cases: dict[str, str], seeds: int, extra: list[str], out: Path, tiny_flops: bool) -> dict:
     """Every case on both sets; its FLOPs per sample; the verdicts against the reference (the first case)."""
     parts = {size: flops_per_part(size, tiny_flops, out / "flops.json") for size in SIZES}
-    results = []
+    results, runs = [], []
     for name, overrides in cases.items():
         result: dict = {"case": name, "overrides": overrides}
         summaries = {skip: run_case(overrides, skip, seeds, extra, out / name / f"skip{skip}") for skip in SETS}
+        runs.append(summaries)
         result |= {target_set: figures(summaries[skip]) for skip, target_set in SETS.items()}
         result["command"] = shlex.join(command(overrides, REPORT, seeds, extra))
         # The work, from the report set's run (both sets run the same schedule).
@@ -149,6 +191,9 @@ def study(cases: dict[str, str], seeds: int, extra: list[str], out: Path, tiny_f
             result[f"flops_{size}"] = flops_per_sample(report, guidance, parts[size])
         results.append(result)
     reference = results[0]
+    for result, summaries in zip(results, runs, strict=True):
+        for skip, target_set in SETS.items():
+            result[target_set]["versus"] = against_reference(summaries[skip], runs[0][skip])
     for result in results:
         result["flops_fraction"] = result["flops_sd512"] / reference["flops_sd512"]
         for target_set in SETS.values():
@@ -158,39 +203,56 @@ def study(cases: dict[str, str], seeds: int, extra: list[str], out: Path, tiny_f
 
 def pick(results: list[dict]) -> str | None:
     """The case a preset should be: of those that meet the goal on the pick set, the fewest FLOPs; among
-    equals, the one whose worse distance ratio to the paper's (best or final) is smaller. Never the
-    reference, nor `fast` itself (the pick, once chosen)."""
-    reference = results[0]["pick"]
+    equals, the one with more "closer" verdicts, then the one whose worse distance ratio to the paper's
+    (best or final) is smaller. Never the reference, nor `fast` itself (the pick, once chosen)."""
+
+    def closer(r: dict) -> int:
+        return sum(r["pick"]["versus"][kind]["verdict"] == "closer" for kind in ("best", "final"))
 
     def worse_ratio(r: dict) -> float:
-        return max(r["pick"][k] / reference[k] for k in ("median_best_distance", "mean_final_distance"))
+        return max(r["pick"]["versus"][kind]["value"] for kind in ("best", "final"))
 
     meeting = [r for r in results[1:] if r["meets_goal_pick"] and r["case"] != "fast"]
-    return min(meeting, key=lambda r: (r["flops_sd512"], worse_ratio(r)))["case"] if meeting else None
+    return min(meeting, key=lambda r: (r["flops_sd512"], -closer(r), worse_ratio(r)))["case"] if meeting else None
+
+
+def shown(value: float, interval: list[float] | None) -> str:
+    return f"{value:.3g}" + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
 
 
 def markdown_table(summary: dict) -> str:
+    """The cases against the paper schedule: work, then per set the ratios (with intervals and verdicts),
+    the distances and the oracle agreement (report set), and whether the goal is met."""
     lines = [
-        "| case | guided iterations | GFLOP / sample (digits) | PFLOP / sample (SD 512) | fraction of paper "
-        "| best, pick | final, pick | best, report | final, report | oracle best / final, report "
-        "| wall s per run, report | goal: pick / report |",
+        "| case | guided iterations | PFLOP / sample (SD 512) | fraction of paper "
+        "| best / paper's, pick | final / paper's, pick | best / paper's, report | final / paper's, report "
+        "| best, final (report) | oracle best / final, report | wall s per run, report | goal: pick / report |",
         "|" + "---|" * 12,
     ]
     for r in summary["cases"]:
-        pick, report = r["pick"], r["report"]
+        report = r["report"]
         goal = (
             "reference"
             if r["case"] == summary["reference"]
             else (f"{'yes' if r['meets_goal_pick'] else 'no'} / {'yes' if r['meets_goal_report'] else 'no'}")
         )
+        ties = {s for s in SETS.values() for kind in ("best", "final") if r[s]["versus"][kind]["verdict"] == "tied"}
+        if r["case"] != summary["reference"] and ties and (r["meets_goal_pick"] or r["meets_goal_report"]):
+            goal += " (on a tie)"
         goal += " (**the pick**)" if r["case"] == summary["pick"] else ""
+        ratios = [
+            f"{shown(v['value'], v['interval'])} {v['verdict']}"
+            for v in (r[s]["versus"][kind] for s in SETS.values() for kind in ("best", "final"))
+        ]
+        agreements = " / ".join(
+            shown(report[f"{kind}_oracle_agreement"], report["intervals"][f"{kind}_oracle_agreement"])
+            for kind in ("best", "final")
+        )
         lines.append(
-            f"| `{r['case']}` | {r['guided_iterations']:,} | {r['flops_digits'] / 1e9:.4g} "
-            f"| {r['flops_sd512'] / 1e15:.3g} | 1/{1 / r['flops_fraction']:.3g} "
-            f"| {pick['median_best_distance']:.3g} | {pick['mean_final_distance']:.3g} "
-            f"| {report['median_best_distance']:.3g} | {report['mean_final_distance']:.3g} "
-            f"| {report['best_oracle_agreement']:.2f} / {report['final_oracle_agreement']:.2f} "
-            f"| {report['wall_time_s']:.0f} | {goal} |"
+            f"| `{r['case']}` | {r['guided_iterations']:,} | {r['flops_sd512'] / 1e15:.3g} "
+            f"| 1/{1 / r['flops_fraction']:.3g} | {' | '.join(ratios)} "
+            f"| {report['median_best_distance']:.3g}, {report['mean_final_distance']:.3g} "
+            f"| {agreements} | {report['wall_time_s']:.0f} | {goal} |"
         )
     lines += ["", "Each case's command (the report set; `dataset.skip=0` for the pick set):", ""]
     lines += [f"- `{r['case']}`: `{r['command']}`" for r in summary["cases"]]
@@ -198,9 +260,10 @@ def markdown_table(summary: dict) -> str:
 
 
 def work_figure(summary: dict, path: Path) -> None:
-    """Median best and mean final distance (report set) against SD 512 px PFLOP per sample, log-log; a
-    panel each, the paper's as a horizontal line, the FLOP budget as a vertical one. Cases with the
-    same figures (`fast` and the case it was picked from) share one point and label."""
+    """Median best and mean final distance (report set) against SD 512 px PFLOP per sample, log-log, each
+    with its 95 % interval (a bootstrap over targets) as an error bar; a panel each, the paper's as a
+    horizontal line, the FLOP budget as a vertical one. Cases with the same figures (`fast` and the case
+    it was picked from) share one point and label."""
     cases, paper = summary["cases"], summary["cases"][0]
     points: dict[tuple, list[dict]] = {}
     for r in cases:
@@ -213,7 +276,9 @@ def work_figure(summary: dict, path: Path) -> None:
     ):
         for i, same in enumerate(points.values()):
             x, y = same[0]["flops_sd512"] / 1e15, same[0]["report"][key]
-            ax.scatter(x, y, color="black" if same[0] is paper else "C0")
+            low, high = same[0]["report"]["intervals"][key] or (y, y)
+            colour = "black" if same[0] is paper else "C0"
+            ax.errorbar(x, y, yerr=[[y - low], [high - y]], fmt="o", color=colour, ms=4, capsize=3)
             label = " = ".join(r["case"] for r in same)
             ax.annotate(label, (x, y), fontsize=6, xytext=(4, 6 if i % 2 else -9), textcoords="offset points")
         ax.axhline(paper["report"][key], color="black", ls=":", lw=1, label="the paper schedule")

@@ -72,6 +72,12 @@ def test_retention_on_known_answers():
     assert half.value == pytest.approx(0.5) and half.low == pytest.approx(0.5)
     noisy = retention(torch.tensor([0.1, 3.0, 0.2, 5.0]), unguided)
     assert noisy.low < noisy.value < noisy.high
+    # Over targets: a target's samples are drawn together. Two targets whose samples disagree within a
+    # target but agree on the sum give the same retention in every resample.
+    targets = torch.tensor([7, 7, 9, 9])
+    paired = retention(torch.tensor([0.5, 1.0, 0.0, 3.5]), unguided, targets=targets)
+    assert paired.value == pytest.approx(0.5) and (paired.low, paired.high) == pytest.approx((0.5, 0.5))
+    assert retention(torch.tensor([0.5, 1.0, 0.0, 3.5]), unguided).high > 0.5  # over samples it varies
 
 
 @pytest.mark.parametrize(

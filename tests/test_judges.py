@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import compose_config, summary_of, tiny_latent_setup
+from helpers import compose_config, run_fsa, summary_of, tiny_latent_setup
 from PIL import Image
 from wandb_records import runs_by_job_type
 from wandb_records import summary as wandb_summary
@@ -25,6 +25,7 @@ from fsa.guidance.options import SelfGuidedOptions
 from fsa.intervals import ratio_of_means
 from fsa.judges.changes import cropped, jpeg, noisy, shifted, small_changes
 from fsa.judges.options import RobustnessOptions
+from fsa.tasks.guide import GuideTask
 from fsa.tasks.guide.run import admitted_judges
 
 # ---------------------------------------------------------------- the small changes
@@ -194,6 +195,8 @@ def test_the_adversarial_control_is_flagged_and_guided_diffusion_is_not(proof_ru
     assert summary["match"]["guided"] == {"judges_transferred": 3, "judges": 3, "small_changes": "robust"}
     assert summary["match"]["adversarial"]["small_changes"] == "fragile"
     assert summary["match"]["adversarial"]["judges_transferred"] < 3
+    headline = GuideTask().headline(summary)  # the report's runs table and the log's last lines
+    assert headline.endswith("transfers to 3/3 judges, robust to small changes")
 
 
 @pytest.mark.slow  # reads the known-answer scenario
@@ -234,3 +237,16 @@ def test_the_report_shows_whether_the_match_transfers(proof_run, tmp_path):
     assert "Does the match transfer?" in page and "judge digits_cnn_seed1" in page
     assert len(list((tmp_path / "figures").glob("transfer_*.png"))) == 1
     assert "adversarial" in page  # its images stand beside guided ones, in the baselines' figure
+
+
+def test_a_judge_that_cannot_load_is_skipped_and_named_and_the_others_judge(tmp_path):
+    """A judge whose weights are not on this machine: the run completes, names it in the log and in
+    judges_skipped, and the others judge (debug=tiny with its unguided twin)."""
+    missing = tmp_path / "absent.safetensors"
+    judge = f"{{_target_:fsa.extractors.digits_cnn.DigitsCNNExtractor,weights:'{missing}',name:absent}}"
+    overrides = ["debug=tiny", "~logger", "baselines=[unguided]", f"+judges.absent={judge}"]
+    summary = run_fsa(overrides, tmp_path / "run")
+    assert list(summary["judges_skipped"]) == ["absent"] and "absent.safetensors" in summary["judges_skipped"]["absent"]
+    assert set(summary["judges"]) == {"pixels", "digits_cnn_translation", "digits_cnn_seed1"}
+    assert summary["judges"]["pixels"]["guided"]["best"]["ratio"] > 0
+    assert "judge absent skipped" in (tmp_path / "run" / "fsa.log").read_text()

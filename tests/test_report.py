@@ -315,6 +315,8 @@ def test_figures_exist_as_png_and_svg(multirun_report):
     out, _ = multirun_report
     figures = out / "figures"
     assert_figure(figures / "boxplot_guidance.w_g.png")
+    # beside each box, the mean best distance with its 95 % interval over targets (an error bar)
+    assert "mean, 95 % interval over targets" in (figures / "boxplot_guidance.w_g.svg").read_text()
     assert_figure(figures / "sweep_guidance.w_g.png")
     for number, w_g in enumerate(W_G):
         assert_figure(figures / f"runs_{number}_guidance.w_g={w_g:g}.png")

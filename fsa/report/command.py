@@ -37,6 +37,7 @@ from fsa.report.runs import (
     find_runs,
     load_run,
     markdown_table,
+    mean_interval,
     parse_overrides,
     read_evaluations,
     retention_table,
@@ -106,8 +107,9 @@ def sweep_figures(runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str],
             value: [float(d) for d in guided.loc[column == value, "best_distance"] if math.isfinite(d)]
             for value in value_order(values.values())
         }
+        means = {value: mean_interval(guided[column == value], "best_distance") for value in groups if groups[value]}
         if any(groups.values()):
-            path = plot_boxplot(key, groups, out / f"boxplot_{file_label(key)}.png")
+            path = plot_boxplot(key, groups, out / f"boxplot_{file_label(key)}.png", means)
             figures.append(Figure(path, "boxplot", f"best distance per {key}", "Fig. 10 (App. B)"))
         others = [other for other in keys if other != key]
 

@@ -156,8 +156,11 @@ def plot_panels(table: PanelTable, path: Path) -> Path:
     return save_figure(figure, path)
 
 
-def plot_boxplot(key: str, groups: dict[str, list[float]], path: Path) -> Path:
-    """App. B's box plot (the paper's Fig. 10): best distance per swept value, every sample a point."""
+def plot_boxplot(
+    key: str, groups: dict[str, list[float]], path: Path, means: dict[str, list[float] | None] | None = None
+) -> Path:
+    """App. B's box plot (the paper's Fig. 10): best distance per swept value, every sample a point; beside
+    each box, the mean with its 95 % interval (a bootstrap over targets) where `means` gives one."""
     labels = [value for value, data in groups.items() if data]
     data = [groups[value] for value in labels]
     figure, axes = plt.subplots(figsize=(max(4.0, 1.0 + 0.9 * len(labels)), 3.6))
@@ -166,6 +169,22 @@ def plot_boxplot(key: str, groups: dict[str, list[float]], path: Path) -> Path:
     jitter = np.random.default_rng(0)
     for position, values in enumerate(data, start=1):
         axes.scatter(position + jitter.uniform(-0.12, 0.12, len(values)), values, s=12, alpha=0.7, color=colour(0))
+    shown = False
+    for position, value in enumerate(labels, start=1):
+        interval = (means or {}).get(value)
+        if interval:
+            mean = float(np.mean(groups[value]))
+            axes.errorbar(
+                position + 0.3,
+                mean,
+                yerr=[[mean - interval[0]], [interval[1] - mean]],
+                fmt="D",
+                ms=4,
+                color=colour(2),
+                capsize=3,
+                label=None if shown else "mean, 95 % interval over targets",
+            )
+            shown = True
     flat = [v for values in data for v in values]
     if min(flat) > 0 and max(flat) / min(flat) > 50:
         axes.set_yscale("log")
@@ -173,6 +192,8 @@ def plot_boxplot(key: str, groups: dict[str, list[float]], path: Path) -> Path:
     axes.set_ylabel("best squared feature distance", fontsize=FONT + 1)
     axes.set_title(f"best distance per {key} (guided, {len(flat)} samples)", fontsize=FONT + 1)
     axes.grid(axis="y", alpha=0.3)
+    if shown:
+        axes.legend(fontsize=FONT - 1, loc="best")
     return save_figure(figure, path)
 
 

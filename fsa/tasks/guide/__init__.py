@@ -92,4 +92,9 @@ class GuideTask(Declaration):
         ratio = (summary.get("proof") or {}).get("distance_ratio")
         if ratio is not None:
             figures.append(f"{ratio:.3g} x unguided")
+        match = (summary.get("match") or {}).get("guided") or {}
+        if match.get("judges"):
+            figures.append(f"transfers to {match['judges_transferred']}/{match['judges']} judges")
+        if match.get("small_changes"):
+            figures.append(f"{match['small_changes']} to small changes")
         return ", ".join(figures) or "no samples"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +74,23 @@ def retention(
         for i, r in enumerate(pair[side] for pair in pairs)
     ]
     pd.DataFrame(rows).to_csv(folder.attributes_file, index=False)
-    return retention_figures(found[GUIDED], found["unguided"], options.resamples)
+    targets = torch.tensor([pair[0].target_index for pair in pairs])
+    return retention_figures(found[GUIDED], found["unguided"], options.resamples, targets)
 
 
 # ---------------------------------------------------------------- is the match real? (docs/judges.md)
 
 
-def image_files(samples: dict[str, list[SampleResult]], folder: RunFolder, targets: list[Target]) -> dict[str, Any]:
-    """The images the judges and the robustness check read, as files: each target's (the targets with
-    an image) and, per variant and kind, the samples of those targets with their image."""
+@dataclass(frozen=True)
+class ImageFiles:
+    """The saved images the judges and the robustness check read: each target's (by target index, the
+    targets with an image) and, per (variant, kind of image), the samples of those targets with theirs."""
+
+    targets: dict[int, Path]
+    samples: dict[tuple[str, str], list[tuple[SampleResult, Path]]]
+
+
+def image_files(samples: dict[str, list[SampleResult]], folder: RunFolder, targets: list[Target]) -> ImageFiles:
     target_files = {i: folder.target_image(GUIDED, i, t.name) for i, t in enumerate(targets) if t.image is not None}
     judged = {
         (variant, kind): [
@@ -90,7 +99,7 @@ def image_files(samples: dict[str, list[SampleResult]], folder: RunFolder, targe
         for variant, records in samples.items()
         for kind in KINDS
     }
-    return {"targets": target_files, "samples": judged}
+    return ImageFiles(target_files, judged)
 
 
 @torch.no_grad()
@@ -121,19 +130,19 @@ def load_judge(node: Any, name: str, device: torch.device) -> tuple[FeatureExtra
 
 
 def judge_transfer(
-    judges: Any, files: dict[str, Any], folder: RunFolder, device: torch.device
+    judges: Any, files: ImageFiles, folder: RunFolder, device: torch.device
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Per judge, its distance from each variant's images to the target images, and the transfer ratio
     E[d(variant)] / E[d(unguided)] paired by target and seed (judges.csv has each sample's distance).
     Judges load one at a time and are freed after; those that cannot load are returned as skipped."""
-    targets = {i: read_image(path) for i, path in files["targets"].items()}
+    targets = {i: read_image(path) for i, path in files.targets.items()}
     rows, skipped = [], {}
     for name, node in judges.items():
         judge, skipped[name] = load_judge(node, name, device)
         if judge is None:
             continue
         target_features = dict(zip(targets, features_of(judge, list(targets.values())), strict=True))
-        for (variant, kind), pairs in files["samples"].items():
+        for (variant, kind), pairs in files.samples.items():
             features = features_of(judge, [read_image(path) for _, path in pairs])
             for (r, _), feature in zip(pairs, features, strict=True):
                 distance = float((feature - target_features[r.target_index]).pow(2).sum())
@@ -152,7 +161,7 @@ def judge_transfer(
 def robustness(
     extractor: FeatureExtractor,
     options: RobustnessOptions,
-    files: dict[str, Any],
+    files: ImageFiles,
     targets: list[Target],
     folder: RunFolder,
 ) -> dict[str, Any]:
@@ -166,10 +175,10 @@ def robustness(
       (JPEG, noise on clean digits) even for a real match: read it beside the sensitivity.
     """
     reference = {
-        i: _changed(extractor, read_image(path), options, targets[i].feature) for i, path in files["targets"].items()
+        i: _changed(extractor, read_image(path), options, targets[i].feature) for i, path in files.targets.items()
     }
     rows = []
-    for (variant, kind), pairs in files["samples"].items():
+    for (variant, kind), pairs in files.samples.items():
         for r, path in pairs:
             changed = _changed(extractor, read_image(path), options, targets[r.target_index].feature)
             for change, (distance, movement) in changed.items():
@@ -181,7 +190,7 @@ def robustness(
                 )
     pd.DataFrame(rows).to_csv(folder.robustness_file, index=False)
     figures: dict[str, Any] = {}
-    for variant, kind in files["samples"]:
+    for variant, kind in files.samples:
         chosen = [row for row in rows if row["variant"] == variant and row["kind"] == kind]
         if not chosen:
             continue

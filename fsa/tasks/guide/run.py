@@ -103,18 +103,18 @@ def load(job: Job) -> Models:
     judges, refused = admitted_judges(cfg)
     changes = robustness_options(cfg) if cfg.get("robustness") is not None else None
     return Models(
-        backbone,
-        sampler,
-        guidance,
-        extractor,
-        targets,
-        oracle,
-        measures,
-        speed,
-        torch_dtype(cfg.dtype),
-        judges,
-        refused,
-        changes,
+        backbone=backbone,
+        sampler=sampler,
+        guidance=guidance,
+        extractor=extractor,
+        targets=targets,
+        oracle=oracle,
+        measures=measures,
+        speed=speed,
+        dtype=torch_dtype(cfg.dtype),
+        judges=judges,
+        refused=refused,
+        robustness=changes,
     )
 
 
@@ -246,7 +246,7 @@ def real_match(
     the robustness check: both need target images (docs/judges.md)."""
     files = image_files(samples, job.folder, models.targets)
     skipped = dict(models.refused)
-    if not files["targets"] and (models.judges or models.robustness):
+    if not files.targets and (models.judges or models.robustness):
         log.info("judges and robustness not measured: no target has an image")
         return None, skipped, None
     transfer = None
