@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fsa import CONF_DIR
-from fsa.config import register_configs, resolved_container, task_config
+from fsa.config import register_configs, resolved_container, task_config, validate
 from fsa.errors import FsaError, Interrupted
 from fsa.tasks import available_tasks, objectives, task_of
 from fsa.tracking.run_folder import RunFolder, State, job_folder, wandb_group
@@ -42,6 +42,8 @@ class FolderChecks(Callback):
 
     @staticmethod
     def _make(folder: str, key: str) -> None:
+        if folder in ("", "None"):  # an empty hydra.run.dir= would put the run in the current folder
+            refuse(f"{key} is empty: give the folder the run should write to, {key}=outputs/mine")
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -145,7 +147,10 @@ def app(cfg: DictConfig) -> float | list[float] | None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     output_dir = Path(hc.runtime.output_dir)
-    folder = job_folder(cfg.resume, output_dir)
+    try:
+        folder = job_folder(cfg.resume, output_dir)
+    except FsaError as error:  # resume= names no run folder
+        refuse(f"{type(error).__name__}: {error}")
     experiment = hc.runtime.choices.get("experiment")
     # A fresh job's W&B group: the experiment and when the run or sweep started (a resumed job keeps
     # the group its checkpoint recorded).
@@ -153,9 +158,12 @@ def app(cfg: DictConfig) -> float | list[float] | None:
     name = hc.job.override_dirname or experiment or folder.name
     summary = None
     try:
-        # A folder that would refuse the job (in use, complete, another config) says so before the ML
-        # stack loads; the job checks again once it holds the folder's lock.
-        root = task_config(cfg, task_of(cfg.task), list(hc.overrides.task))  # what the job keeps of the config
+        # A bad value, or a folder that would refuse the job (in use, complete, another config, files fsa
+        # did not write), says so before the ML stack loads; the job checks again under the folder's lock.
+        task = task_of(cfg.task)
+        root = task_config(cfg, task, list(hc.overrides.task))  # what the job keeps of the config
+        if not multirun:  # a sweep's refused job is recorded in its folder by the job, and counted at the end
+            validate(root, task, imports=False)  # every value, in about a second: a bad one writes nothing
         RunFolder(folder).check(resolved_container(root), cfg.fresh)
         from fsa.job import run  # the ML stack, once the command line and the folder are known good
 

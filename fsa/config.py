@@ -10,6 +10,7 @@ signature by `check_targets`.
 import dataclasses
 import importlib
 import inspect
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -170,20 +171,24 @@ def task_options(cfg: DictConfig, task: Task) -> Any:
         raise ConfigError(f"task: {error}; the keys of task={task.name} are in conf/task/{task.name}.yaml") from error
 
 
-def options_of(node: DictConfig, cls: type) -> Any:
-    """A node's settings as the options dataclass `cls` (its `_target_`, if any, left out), checked."""
+def options_of(node: DictConfig, cls: type, label: str) -> Any:
+    """A node's settings as the options dataclass `cls` (its `_target_`, if any, left out), checked: an
+    unknown key is a ConfigError that names the node (`label`)."""
     values = OmegaConf.to_container(node, resolve=True)
-    return cls(**{str(k): v for k, v in values.items() if k != "_target_"})
+    try:
+        return cls(**{str(k): v for k, v in values.items() if k != "_target_"})
+    except TypeError as error:
+        raise ConfigError(f"{label}: {error}".replace(f"{cls.__name__}.__init__() ", "")) from error
 
 
 def attributes_options(cfg: DictConfig) -> AttributesOptions:
     """The `attributes` group's settings, checked (torch-free: the measures are imported when a run starts)."""
-    return options_of(cfg.attributes, AttributesOptions)
+    return options_of(cfg.attributes, AttributesOptions, "attributes")
 
 
 def robustness_options(cfg: DictConfig) -> RobustnessOptions:
     """The robustness check's changes, checked."""
-    return options_of(cfg.robustness, RobustnessOptions)
+    return options_of(cfg.robustness, RobustnessOptions, "robustness")
 
 
 def task_config(cfg: DictConfig, task: Task, overrides: Sequence[str] = ()) -> DictConfig:
@@ -238,25 +243,59 @@ def _check_names(cfg: DictConfig, task: Task) -> None:
         )
 
 
-def validate(cfg: DictConfig, task: Task | None = None) -> Any:
+# The options dataclass of each guidance, by the class a guidance config builds: its values are checked
+# (Eq. 3's w_g >= 0, the K schedule, ...) without importing the tensor code.
+GUIDANCE_OPTIONS = {
+    schema._target_: options
+    for schema, options in ((GuidanceConfig, GuidanceOptions), (SelfGuidedConfig, SelfGuidedOptions))
+}
+
+
+def check_finite(cfg: DictConfig) -> None:
+    """No NaN or infinity anywhere in the config: a non-finite weight or threshold gives NaN distances
+    or, worse, a run that looks fine (w_g = nan ran unguided, labelled guided)."""
+    bad = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+        elif isinstance(node, float) and not math.isfinite(node):
+            bad.append(f"{path}={node}")
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: every number must be finite")
+
+
+def validate(cfg: DictConfig, task: Task | None = None, imports: bool = True) -> Any:
     """Every value the task uses checked, with messages that name the option, before any model loads;
-    returns the task's options. `task` defaults to the one the config names."""
+    returns the task's options. `task` defaults to the one the config names. `imports=False` leaves out
+    the checks that import each component's class (its keys against its signature), which load the ML
+    stack: what `fsa` checks in about a second, before it touches the run folder."""
     task = task or task_of(cfg.task)
     check_keys(cfg)
+    check_finite(cfg)
     options = task_options(cfg, task)
     _check_numbers(cfg)
     _check_names(cfg, task)
-    check_targets(cfg, tuple(group for group in COMPONENT_GROUPS if group in task.uses))
-    if "oracle" in task.uses and cfg.get("oracle") is not None:
-        check_targets(cfg, ("oracle",))
+    if "guidance" in task.uses and cfg.guidance._target_ in GUIDANCE_OPTIONS:
+        options_of(cfg.guidance, GUIDANCE_OPTIONS[cfg.guidance._target_], "guidance")
     if "attributes" in task.uses and cfg.get("attributes") is not None:
         attributes_options(cfg)
-    if "judges" in task.uses:
-        for name, node in (cfg.get("judges") or {}).items():
-            check_target(f"judges.{name}", node)
     if "robustness" in task.uses and cfg.get("robustness") is not None:
         robustness_options(cfg)
     task.check(cfg)
+    if imports:
+        check_targets(cfg, tuple(group for group in COMPONENT_GROUPS if group in task.uses))
+        if "oracle" in task.uses and cfg.get("oracle") is not None:
+            check_targets(cfg, ("oracle",))
+        if "judges" in task.uses:
+            for name, node in (cfg.get("judges") or {}).items():
+                check_target(f"judges.{name}", node)
     return options
 
 

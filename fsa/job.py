@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 import fsa
 from fsa.config import resolved_container, task_config, validate
-from fsa.errors import FsaError, Interrupted
+from fsa.errors import ConfigError, FsaError, Interrupted
 from fsa.tasks import Task, task_of
 from fsa.tracking.checkpoint import Checkpoints
 from fsa.tracking.run_folder import RunFolder, comparable, job_folder
@@ -83,13 +83,14 @@ def run(
 
 
 def _run(task: Task, cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | None, name: str | None):
-    # 1. The folder takes the job (new), continues it (same config) or refuses it; nothing written before.
+    # 1. Every value the task uses checked, and the device found, before the folder takes the job.
+    options = validate(cfg, task)
+    device = resolve_device(cfg.device)
+    # 2. The folder takes the job (new), continues it (same config) or refuses it; nothing written before.
     config = resolved_container(cfg)
     folder.admit(config, overrides, fresh=cfg.fresh)
     with folder.log_file():
-        # 2. Every value the task uses, and the checkpoint, checked before any model loads.
-        options = validate(cfg, task)
-        device = resolve_device(cfg.device)
+        # ... and the checkpoint checked before any model loads.
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         checkpoints = Checkpoints(folder.checkpoint_file, cfg.checkpoint_every, comparable(config), task.state)
@@ -139,9 +140,17 @@ def build(node: DictConfig, **overrides: Any) -> Any:
 
 
 def resolve_device(name: str) -> torch.device:
+    """`auto`: CUDA when there is a GPU, else the CPU; a device that this machine has not is refused."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name}, but torch sees no CUDA GPU here; use device=cpu or device=auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name}, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name}, but torch sees no MPS device here; use device=cpu or device=auto")
+    return device
 
 
 def peak_memory_mb(device: torch.device) -> float:

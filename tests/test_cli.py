@@ -142,3 +142,57 @@ def test_help_names_fsa_and_lists_every_group_with_its_options():
         line = next(line for line in result.stdout.splitlines() if line.strip().startswith(group + " "))
         assert option in line
     assert "cli" not in result.stdout.split()
+
+
+NO_TORCH = "raise ImportError('the ML stack was imported before the refusal')\n"
+
+
+@pytest.mark.parametrize(
+    "override,said",
+    [
+        ("guidance.w_g=-1", "guidance.w_g must be >= 0"),
+        ("guidance.w_g=nan", "guidance.w_g=nan: every number must be finite"),
+        ("sampler.eta=inf", "sampler.eta=inf: every number must be finite"),
+        ("batch_size=0", "batch_size must be >= 1"),
+        ("guidance.clip_mode=meen", "clip_mode"),
+        ("robustness.jpeg=200", "robustness.jpeg"),
+        ("+foo=1", "foo"),
+    ],
+)
+def test_a_bad_value_is_refused_before_the_ml_stack_loads_and_writes_nothing(tmp_path, override, said):
+    """A torch that cannot be imported stands in for "before anything loads": the refusal must come
+    first. One line, exit 2, and the output folder holds nothing."""
+    fake = tmp_path / "fake"
+    (fake / "torch").mkdir(parents=True)
+    (fake / "torch" / "__init__.py").write_text(NO_TORCH)
+    run_dir = tmp_path / "run"
+    result = fsa(override, f"hydra.run.dir={run_dir}", env={"PYTHONPATH": str(fake)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and said in result.stderr and "ML stack" not in result.stderr
+    assert not run_dir.exists() or not any(run_dir.iterdir())
+
+
+@pytest.mark.parametrize(
+    "args,said",
+    [
+        (["resume=/nonexistent/run"], "resume=/nonexistent/run: the folder does not exist"),
+        (["hydra.run.dir="], "hydra.run.dir is empty"),
+    ],
+)
+def test_a_path_that_is_not_what_its_key_expects_is_refused(tmp_path, args, said):
+    result = fsa("debug=tiny", *args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and said in result.stderr
+
+
+def test_resume_of_a_folder_that_holds_no_run_is_refused_and_left_alone(tmp_path):
+    (tmp_path / "photo.png").write_bytes(b"not fsa's")
+    result = fsa("debug=tiny", f"resume={tmp_path}")
+    assert result.returncode == 2 and "holds no run of fsa's" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]
+
+
+@pytest.mark.slow  # two tiny jobs
+def test_a_sweep_with_a_non_finite_value_exits_1_naming_the_job(tmp_path):
+    result = fsa("-m", "debug=tiny", "logger=null", "guidance.w_g=nan,1", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 1
+    assert "guidance.w_g=nan: every number must be finite" in result.stderr and "1 of 2 job(s)" in result.stderr

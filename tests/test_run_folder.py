@@ -203,3 +203,20 @@ def test_a_refused_resume_leaves_the_interrupted_folder_as_it_was(tmp_path):
     assert snapshot(folder) == before  # config record, log, checkpoint: all as they were
     resumed = fsa_in(folder, *LONGER)
     assert resumed.returncode == 0 and "resuming from" in resumed.stderr
+
+
+def test_a_folder_with_files_fsa_did_not_write_is_refused_and_fresh_moves_them_aside(tmp_path):
+    (tmp_path / "overview.png").write_bytes(b"the user's own")
+    (tmp_path / "images").mkdir()
+    before = snapshot(tmp_path)
+    folder = RunFolder(tmp_path)
+    with pytest.raises(RunFolderError, match=r"holds files fsa did not write \(images, overview.png\).*fresh=true"):
+        folder.check(CONFIG)
+    with folder.lock(), pytest.raises(RunFolderError, match="did not write"):
+        folder.admit(CONFIG, [])
+    assert {k: v for k, v in snapshot(tmp_path).items() if k != "run.lock"} == before  # the lock is fsa's own
+    with folder.lock():
+        assert folder.admit(CONFIG, [], fresh=True) == State.NEW
+    (moved,) = (tmp_path / SUPERSEDED).iterdir()
+    assert (moved / "overview.png").read_bytes() == b"the user's own" and (moved / "images").is_dir()
+    assert not (tmp_path / "overview.png").exists() and folder.state() == State.INTERRUPTED  # its process is gone

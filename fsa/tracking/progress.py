@@ -12,19 +12,27 @@ log = logging.getLogger("fsa")
 
 
 class Progress:
-    """Counts guided iterations over the whole run (all targets); listens to evaluations."""
+    """Counts guided iterations over the whole run (all targets and variants); listens to evaluations.
+    The line names the variant under way (`start`), and the best distance is that variant's."""
 
     def __init__(self, total: int, enabled: bool = True, line_every_s: float = 30.0, done: int = 0) -> None:
         """`done`: iterations finished before a resume, so the bar and the ETA pick up where they were."""
         self.total = total
         self.enabled = enabled
         self.best = float("inf")
+        self.variant = ""
         self.done = done
         self._tty = sys.stderr.isatty()
         self._bar = tqdm(total=total, initial=done, unit="it", dynamic_ncols=True) if enabled and self._tty else None
         self._done_at_start = done
         self._start = self._last_line = time.perf_counter()
         self._line_every_s = line_every_s
+
+    def start(self, variant: str) -> None:
+        """A variant (guided, a baseline) begins: its name on the line, its own best distance."""
+        self.variant, self.best = variant, float("inf")
+        if self._bar is not None:
+            self._bar.set_description(variant, refresh=False)
 
     def __call__(self, ev: Evaluation) -> None:
         self.best = min(self.best, float(ev.best_distance.min()))
@@ -39,7 +47,8 @@ class Progress:
             elapsed = self._last_line - self._start
             eta = elapsed / max(self.done - self._done_at_start, 1) * (self.total - self.done)
             log.info(
-                "iteration %d/%d (%.0f%%) t=%d k=%d best distance %.4g, elapsed %.0fs, ETA %.0fs",
+                "%siteration %d/%d (%.0f%%) t=%d k=%d best distance %.4g, elapsed %.0fs, ETA %.0fs",
+                f"{self.variant}: " if self.variant else "",
                 self.done,
                 self.total,
                 100 * self.done / self.total,

@@ -134,7 +134,15 @@ def target_folder_name(index: int, name: str) -> str:
 def job_folder(resume: str | None, output_dir: Path) -> Path:
     """The one place that says where a job runs: `resume=<folder>` continues that folder's run,
     otherwise Hydra's output folder for the job (which also resumes when it holds a checkpoint: a
-    requeued Slurm job reruns in the same folder)."""
+    requeued Slurm job reruns in the same folder). A `resume` that holds no run is refused: it would
+    start a new run there."""
+    if resume is not None and not str(resume).strip():
+        raise RunFolderError("resume= is empty: give the run folder to continue, or leave resume out")
+    if resume and not RunFolder.holds_a_run(Path(resume)):
+        what = (
+            "does not exist" if not Path(resume).exists() else "holds no run of fsa's (no status.json or config.yaml)"
+        )
+        raise RunFolderError(f"resume={resume}: the folder {what}; give a run folder that fsa wrote")
     return Path(resume) if resume else Path(output_dir)
 
 
@@ -348,6 +356,12 @@ class RunFolder:
         if self._lock_file is None and self._locked_by_another():
             raise self._in_use()
         state = self.state()
+        if state == State.NEW and not fresh and self.foreign_files():
+            names = ", ".join(sorted(p.name for p in self.foreign_files())[:5])
+            raise RunFolderError(
+                f"the folder '{self.root}' holds files fsa did not write ({names}); run elsewhere "
+                f"(hydra.run.dir=...), or pass fresh=true to move them to {SUPERSEDED}/ and run here"
+            )
         if fresh or state == State.NEW:
             return state
         if state == State.COMPLETE:
@@ -373,7 +387,7 @@ class RunFolder:
         checkpoint, if any). `fresh` first moves an earlier run's files to superseded/<time>/."""
         assert self._lock_file is not None, "the run folder must be locked to admit a run"
         state = self.check(config, fresh)
-        if fresh and state != State.NEW:
+        if fresh and (state != State.NEW or self.foreign_files()):
             self._move_aside()
             state = State.NEW
         if not (self.root / CONFIG).exists():
@@ -384,6 +398,13 @@ class RunFolder:
         (self.root / FAILURE).unlink(missing_ok=True)  # kept in status.json's history
         self._admitted = self.owned = True
         return state
+
+    def foreign_files(self) -> list[Path]:
+        """What a folder without a run holds besides fsa's lock and superseded runs: files fsa did not
+        write, which a new run must not overwrite."""
+        if not self.root.is_dir() or self.state() != State.NEW:
+            return []
+        return [entry for entry in self.root.iterdir() if entry.name not in (LOCK, SUPERSEDED)]
 
     def _move_aside(self) -> None:
         target = self.root / SUPERSEDED / _now().replace(":", "-")

@@ -93,6 +93,7 @@ class Decoding:
         recorder = GradientRecorder(record_gradients) if record_gradients and guidance.enabled else None
         if recorder and resume and resume.gradients:
             vars(recorder).update(resume.gradients)
+        self.progress.start(variant)
         listeners = [table, self.progress, *(x for x in (self.series, recorder) if x)]
         records = list(resume.records.get(variant, [])) if resume else []
         first = resume.batch if resume else 0

@@ -261,6 +261,22 @@ def real_match(
     return transfer, skipped, robust
 
 
+def warn_if_guidance_failed(proof: dict[str, Any]) -> None:
+    """A WARNING when the guided images are not clearly closer than their unguided twins' (the distance
+    ratio's interval reaches 1): what it says, what usually causes it, what to try."""
+    ratio, interval = proof.get("distance_ratio"), proof.get("distance_ratio_interval")
+    if ratio is None or (ratio < 1 and (interval is None or interval[1] < 1)):
+        return
+    shown = f"{ratio:.3g}" + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
+    log.warning(
+        "guidance did not work: the guided images' mean best distance is %s x their unguided twins' (not "
+        "clearly closer). Usually too few steps for the weight (a short sampler.num_steps with a large "
+        "guidance.w_g overshoots), or guidance.direction=ascend. Try more steps (sampler.num_steps=50, "
+        "guidance=quick), a smaller guidance.w_g, or sampler=fast guidance=fast",
+        shown,
+    )
+
+
 def tell(
     job: Job,
     summary: dict[str, Any],
@@ -272,6 +288,7 @@ def tell(
     log.info("results over %d sample(s) per variant:\n%s", len(samples[GUIDED]), comparison_table(figures))
     for key, value in summary["proof"].items():
         log.info("proof: %s = %s", key, value)
+    warn_if_guidance_failed(summary["proof"])
     table = transfer_table(summary["judges"], summary["robustness"], list(samples))
     if table:
         log.info("does the match transfer?\n%s", table)
