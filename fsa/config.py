@@ -97,6 +97,7 @@ class FsaConfig:
     resume: str | None = None
     fresh: bool = False
     progress: bool = True
+    threads: int | None = None  # torch's CPU threads; None: OMP_NUM_THREADS, else the CPUs fsa may use
     objective: list[str] = field(default_factory=list)  # summary figures the Hydra app returns (a sweeper's)
 
 
@@ -219,7 +220,7 @@ def _check_numbers(cfg: DictConfig) -> None:
     for key, lowest in minimum.items():
         if key in cfg and cfg[key] < lowest:
             raise ConfigError(f"{key} must be >= {lowest}, got {cfg[key]}")
-    for key in ("max_targets", "max_samples"):
+    for key in ("max_targets", "max_samples", "threads"):
         if key in cfg and cfg[key] is not None and cfg[key] < 1:
             raise ConfigError(f"{key} must be >= 1 or null, got {cfg[key]}")
 
@@ -234,6 +235,14 @@ def _check_names(cfg: DictConfig, task: Task) -> None:
         raise ConfigError(f"dtype must be one of {DTYPE_NAMES}, got '{cfg.dtype}'")
     if cfg.logger is not None and cfg.logger.mode not in LOGGER_MODES:
         raise ConfigError(f"logger.mode must be one of {LOGGER_MODES}, got '{cfg.logger.mode}'")
+    if cfg.logger is not None and cfg.logger.mode == "online":
+        from fsa.tracking.tracker import logged_in  # reads the environment and ~/.netrc, no network
+
+        if not logged_in():
+            raise ConfigError(
+                "logger.mode=online, but this machine has no W&B key (WANDB_API_KEY or `wandb login`); use "
+                "logger.mode=offline and `wandb sync` later, or logger.mode=auto"
+            )
     if cfg.device != "auto" and not str(cfg.device).startswith(("cpu", "cuda", "mps")):
         raise ConfigError(f"device must be auto, cpu, cuda[:N] or mps, got '{cfg.device}'")
     unknown = [key for key in cfg.objective if key not in task.metrics]

@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     except DownloadError as error:
         print(f"fsa-download-paper15: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # the folder cannot be made or written: the user's to fix
+        where = error.filename or root
+        print(f"fsa-download-paper15: error: cannot write {where} ({error.strerror}); choose --root", file=sys.stderr)
+        return 2
     print(f"paper15: {len(paths)} images in {root} ({len(paths) - present} downloaded, {present} already present)")
     return 0
 

@@ -29,6 +29,7 @@ import fsa
 from fsa.config import resolved_container, task_config, validate
 from fsa.errors import ConfigError, FsaError, Interrupted
 from fsa.tasks import Task, task_of
+from fsa.threads import chosen_threads
 from fsa.tracking.checkpoint import Checkpoints
 from fsa.tracking.run_folder import RunFolder, comparable, job_folder
 from fsa.tracking.tracker import Tracker
@@ -86,11 +87,14 @@ def _run(task: Task, cfg: DictConfig, folder: RunFolder, overrides: list[str], g
     # 1. Every value the task uses checked, and the device found, before the folder takes the job.
     options = validate(cfg, task)
     device = resolve_device(cfg.device)
+    threads, why = chosen_threads(cfg.threads)
+    torch.set_num_threads(threads)
     # 2. The folder takes the job (new), continues it (same config) or refuses it; nothing written before.
     config = resolved_container(cfg)
     folder.admit(config, overrides, fresh=cfg.fresh)
     with folder.log_file():
         # ... and the checkpoint checked before any model loads.
+        log.info("%d CPU thread(s) (%s)", threads, why)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         checkpoints = Checkpoints(folder.checkpoint_file, cfg.checkpoint_every, comparable(config), task.state)

@@ -157,6 +157,7 @@ NO_TORCH = "raise ImportError('the ML stack was imported before the refusal')\n"
         ("guidance.clip_mode=meen", "clip_mode"),
         ("robustness.jpeg=200", "robustness.jpeg"),
         ("+foo=1", "foo"),
+        ("logger.mode=online", "logger.mode=online, but this machine has no W&B key"),
     ],
 )
 def test_a_bad_value_is_refused_before_the_ml_stack_loads_and_writes_nothing(tmp_path, override, said):
@@ -166,7 +167,8 @@ def test_a_bad_value_is_refused_before_the_ml_stack_loads_and_writes_nothing(tmp
     (fake / "torch").mkdir(parents=True)
     (fake / "torch" / "__init__.py").write_text(NO_TORCH)
     run_dir = tmp_path / "run"
-    result = fsa(override, f"hydra.run.dir={run_dir}", env={"PYTHONPATH": str(fake)})
+    env = {"PYTHONPATH": str(fake), "HOME": str(tmp_path), "WANDB_API_KEY": ""}  # no W&B key on this "machine"
+    result = fsa(override, f"hydra.run.dir={run_dir}", env=env)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and said in result.stderr and "ML stack" not in result.stderr
     assert not run_dir.exists() or not any(run_dir.iterdir())

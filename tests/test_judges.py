@@ -27,6 +27,7 @@ from fsa.judges.changes import cropped, jpeg, noisy, shifted, small_changes
 from fsa.judges.options import RobustnessOptions
 from fsa.tasks.guide import GuideTask
 from fsa.tasks.guide.run import admitted_judges
+from fsa.tracking.run_folder import target_folder_name
 
 # ---------------------------------------------------------------- the small changes
 
@@ -220,6 +221,9 @@ def test_judges_and_changes_are_recorded_logged_and_sent(proof_run):
         sent = wandb_summary(records)
         assert json.loads(sent["match"]) == summary["match"][variant]
         assert json.loads(sent["judges"])["pixels"] == summary["judges"]["pixels"][variant]
+    first = summary["samples"][0]  # and each sample's final image's distance, under its own key
+    key = f"{target_folder_name(first['target_index'], first['target'])}/sample{first['sample']}/final_distance"
+    assert json.loads(wandb_summary(runs["guided"][0][1])[key]) == pytest.approx(first["final_distance"])
 
 
 @pytest.mark.slow  # reads the known-answer scenario

@@ -161,3 +161,10 @@ def test_the_config_finds_them_under_data_dir(tmp_path, remote, extractor, monke
     remote.rename(remote.parent / "paper15")
     cfg = compose_config(["dataset=paper15_mscoco"])
     assert len(instantiate(cfg.dataset).load(extractor)) == 6
+
+
+def test_a_root_that_cannot_be_made_is_one_line_and_exit_2(tmp_path, remote, capsys):
+    (tmp_path / "a_file").write_bytes(b"")
+    assert command.main(["--source", str(remote), "--root", str(tmp_path / "a_file" / "paper15")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "cannot write" in line and "Not a directory" in line and "--root" in line

@@ -576,3 +576,13 @@ def test_gradients_of_several_runs_share_one_figure_one_row_each(tmp_path):
     text = svg_text(report(root) / "figures" / "gradients.png")
     assert "guidance.w_g=1" in text and "guidance.w_g=2" in text and "(mean ± 3 std)" in text
     assert text.count("t = 999") == 2 and text.count("t = 997") == 2  # a row per run, a panel per step
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line_and_exit_2(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "status.json").write_text(json.dumps({"state": "failed"}))
+    (tmp_path / "a_file").write_bytes(b"")
+    assert main([str(run), "--out", str(tmp_path / "a_file" / "report"), "--wandb", "disabled"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot create the output folder" in err[0] and "--out" in err[0]

@@ -224,7 +224,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     out = (args.out or folder / "report").resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(
+            f"fsa-report: error: cannot create the output folder {out} ({error.strerror}); choose --out",
+            file=sys.stderr,
+        )
+        return 2
     runs = [load_run(path) for path in paths]
     table = runs_table(runs)
     counts = {state.value: sum(run.status == state.value for run in runs) for state in STATES}

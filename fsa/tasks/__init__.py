@@ -35,6 +35,7 @@ COMMON = (
     "resume",
     "fresh",
     "progress",
+    "threads",
     "objective",
 )
 DEFAULT_TASK = "guide"  # a run folder whose config names no task (written before tasks had names)

@@ -61,7 +61,7 @@ EVALUATIONS, GRADIENTS, IMAGES, BASELINES, SUPERSEDED = (
 )
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 # What a run must agree on to continue another's folder; the rest (where, how it logs) may differ.
-NOT_COMPARED = ("resume", "fresh", "progress", "logger", "checkpoint_every")
+NOT_COMPARED = ("resume", "fresh", "progress", "logger", "checkpoint_every", "threads")
 
 
 class State(str, Enum):

@@ -42,7 +42,7 @@ from fsa.tasks.guide.judging import image_files, judge, judge_transfer, retentio
 from fsa.tasks.guide.listeners import EvaluationSeries
 from fsa.tasks.guide.overview import write_overview
 from fsa.tracking.progress import Progress
-from fsa.tracking.run_folder import SampleResult
+from fsa.tracking.run_folder import SampleResult, target_folder_name
 
 log = logging.getLogger("fsa")
 
@@ -308,5 +308,11 @@ def tell(
                 "match": (summary["match"] or {}).get(variant),
             }
             job.tracker.summarise(variant, {**(guided if variant == GUIDED else {**facts, **figures[variant]}), **real})
+            # each sample's final image's distance (its distance series' last value is the last *evaluation*)
+            finals = {
+                f"{target_folder_name(r.target_index, r.target)}/sample{r.sample}/final_distance": r.final_distance
+                for r in samples[variant]
+            }
+            job.tracker.summarise(variant, finals)
     log.info("images: %s", job.folder.variant_dir(GUIDED) / "images")
     log.info("table: %s; summary: %s", job.folder.evaluations_file(), job.folder.root / "summary.json")
