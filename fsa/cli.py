@@ -100,9 +100,11 @@ def groups() -> str:
     tasks from the task registry (the user's own included)."""
     lines = []
     for folder in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra",)):
-        options = sorted(f.stem for f in folder.glob("*.yaml") if f.stem != "default")
+        options = sorted(f.stem for f in folder.glob("*.yaml") if f.stem not in ("default", "example"))
         if folder.name == "task":
             options = sorted(available_tasks())
+        if folder.name == "local":  # the user's own (git-ignored), made from example.yaml
+            options = ["your default.yaml (see fsa/conf/local/example.yaml)"]
         lines.append(f"  {folder.name:<11} {', '.join(options)}")
     return "\n".join(lines)
 
@@ -136,9 +138,10 @@ def one_line(error: BaseException) -> str:
     options = getattr(error, "options", None)
     if not options and "Available options:" in str(error):  # a mandatory group (???) left unchosen
         options = [line.strip() for line in str(error).split("Available options:")[1].splitlines() if line.strip()]
+    options = [option for option in options or [] if not str(option).startswith("schema")]  # fsa's own schemas
     if options:
         message += f"; choose from: {', '.join(options)}"
-    return f"{message}; `fsa --help` lists the groups and keys"
+    return f"{message}; `fsa --help` lists the groups, `fsa --cfg job` every key"
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

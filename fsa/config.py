@@ -159,7 +159,9 @@ def check_keys(cfg: DictConfig) -> None:
     logger_keys = {f.name for f in dataclasses.fields(LoggerConfig)}
     unknown += [f"logger.{k}" for k in cfg.logger or {} if k not in logger_keys]
     if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; `fsa --help` lists the groups and keys")
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(unknown)}; `fsa --help` lists the groups, `fsa --cfg job` every key"
+        )
 
 
 def task_options(cfg: DictConfig, task: Task) -> Any:

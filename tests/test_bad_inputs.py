@@ -161,3 +161,9 @@ def test_a_run_whose_guidance_failed_ends_with_a_warning_and_progress_names_the_
     assert any(w.startswith("guidance did not work") and "sampler.num_steps" in w for w in warnings)
     lines = [r.getMessage() for r in caplog.records if "iteration" in r.getMessage()]
     assert any(line.startswith("unguided: iteration 240/240") for line in lines)  # counted over both variants
+
+
+def test_a_failed_runs_log_ends_with_why(tmp_path):
+    fails(["dataset=images", f"dataset.paths=[{tmp_path}/missing.png]"], tmp_path, match="missing.png")
+    last = (tmp_path / "run" / "fsa.log").read_text().splitlines()[-1]
+    assert "[ERROR] - failed: TargetError:" in last and "missing.png" in last

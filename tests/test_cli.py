@@ -198,3 +198,11 @@ def test_a_sweep_with_a_non_finite_value_exits_1_naming_the_job(tmp_path):
     result = fsa("-m", "debug=tiny", "logger=null", "guidance.w_g=nan,1", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 1
     assert "guidance.w_g=nan: every number must be finite" in result.stderr and "1 of 2 job(s)" in result.stderr
+
+
+def test_a_wrong_option_offers_only_the_real_choices():
+    result = fsa("guidance=quik")
+    assert result.returncode == 2 and "choose from: fast, k1, none, paper, quick, self_guided;" in result.stderr
+    assert "schema" not in result.stderr
+    local = next(line for line in fsa("--help").stdout.splitlines() if line.strip().startswith("local"))
+    assert "example" not in local.split("(")[0]  # the example is a template, not an option

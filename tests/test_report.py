@@ -320,8 +320,9 @@ def test_figures_exist_as_png_and_svg(multirun_report):
     assert_figure(figures / "sweep_guidance.w_g.png")
     for number, w_g in enumerate(W_G):
         assert_figure(figures / f"runs_{number}_guidance.w_g={w_g:g}.png")
-        assert_figure(figures / f"best_{number}_guidance.w_g={w_g:g}.png")
         assert_figure(figures / f"curves_{number}_guidance.w_g={w_g:g}.png")
+    assert_figure(figures / "best_0_guidance.w_g=0.5.png")  # the one run with baselines; the others have
+    assert not list(figures.glob("best_1_*")) and not list(figures.glob("best_2_*"))  # nothing to set beside
     assert_figure(figures / "curves_3_guidance.w_g=4.png")  # an interrupted run's table is drawn too
     for number in (3, 4):  # interrupted and failed: no images to show
         assert not list(figures.glob(f"runs_{number}_*")) and not list(figures.glob(f"best_{number}_*"))
@@ -586,3 +587,15 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_and_exit_2(tmp_path, c
     assert main([str(run), "--out", str(tmp_path / "a_file" / "report"), "--wandb", "disabled"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot create the output folder" in err[0] and "--out" in err[0]
+
+
+def test_keys_that_do_not_make_a_run_what_it_is_are_not_swept():
+    from types import SimpleNamespace
+
+    from fsa.report.runs import swept_keys
+
+    runs = [
+        SimpleNamespace(overrides=("progress=false", "guidance.w_g=1", "threads=1", "hydra.run.dir=a")),
+        SimpleNamespace(overrides=("progress=true", "guidance.w_g=2", "threads=2", "hydra.run.dir=b")),
+    ]
+    assert swept_keys(runs) == ["guidance.w_g"]

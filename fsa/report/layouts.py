@@ -95,7 +95,7 @@ def best_with_baselines(run: Run, title: str) -> ImageTable | None:
     """Figs. 5-7: actual image | best image of each run, then each baseline's best for the same seeds."""
     variants = run.variants()
     grouped = {variant: by_target(run.samples(variant)) for variant in variants}
-    if not grouped[GUIDED]:
+    if not grouped[GUIDED] or len(variants) == 1:  # no baseline: nothing to set the guided images against
         return None
     first = next(iter(grouped[GUIDED].values()))
     columns = ["actual image"]

@@ -23,7 +23,7 @@ from fsa.errors import ConfigError
 from fsa.guidance.options import GUIDED, VARIANTS
 from fsa.intervals import target_bootstrap
 from fsa.tasks import Task, task_of
-from fsa.tracking.run_folder import RunFolder, SampleResult, State, slug
+from fsa.tracking.run_folder import NOT_COMPARED, RunFolder, SampleResult, State, slug
 
 RUN_COLUMNS = (
     "run",
@@ -165,12 +165,14 @@ def lookup(config: dict[str, Any], dotted: str) -> Any:
 
 
 def swept_keys(runs: Sequence[Run]) -> list[str]:
-    """Override keys whose value is not the same in every run, in order of first appearance."""
+    """Override keys whose value is not the same in every run, in order of first appearance; not the
+    keys that do not make a run what it is (progress, logger, resume, threads, ...), nor Hydra's own."""
     if len(runs) < 2:
         return []
     parsed = [parse_overrides(run.overrides) for run in runs]
     keys = list(dict.fromkeys(key for p in parsed for key in p))
-    return [key for key in keys if len({p.get(key) for p in parsed}) > 1]
+    kept = [key for key in keys if key.split(".")[0].lstrip("~+") not in (*NOT_COMPARED, "hydra")]
+    return [key for key in kept if len({p.get(key) for p in parsed}) > 1]
 
 
 def run_value(run: Run, key: str) -> str:

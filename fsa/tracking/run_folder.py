@@ -425,6 +425,9 @@ class RunFolder:
             return
         record = {"status": "failed", "error": type(error).__name__, "message": str(error)}
         write_json(record, self.root / FAILURE)
+        if (self.root / LOG).exists():  # the log ends with why, as failure.json says it
+            with (self.root / LOG).open("a") as log_file:
+                log_file.write(f"[{_now()}][fsa][ERROR] - failed: {record['error']}: {record['message']}\n")
         self._set_state(State.FAILED, error=record["error"])
 
     def complete(self, summary: dict[str, Any]) -> None:
