@@ -298,11 +298,18 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.corrcoef(xs.rank().to_numpy(), ys.rank().to_numpy())[0, 1])
 
 
-def trend_sentence(key: str, rho: float, n: int, metric: str = "best distance") -> str:
-    """The plain-language reading of rho: falls / grows / no clear trend (|rho| < 0.3)."""
+FEW_VALUES = 5  # distinct values of a swept key below which a rank correlation is only a hint
+
+
+def trend_sentence(key: str, rho: float, n: int, metric: str = "best distance", values: int | None = None) -> str:
+    """The plain-language reading of rho: falls / grows / no clear trend (|rho| < 0.3), with its sample
+    size; with fewer than FEW_VALUES distinct values of the key, said to be a hint, not a finding."""
     if not math.isfinite(rho):
         return f"too few distinct values to tell a trend of {metric} with {key} (n = {n})"
-    stats = f"(Spearman rho = {rho:.2f}, n = {n})"
+    caveat = ""
+    if values is not None:
+        caveat = f", {values} values" + ("; a hint only: too few values for a trend" if values < FEW_VALUES else "")
+    stats = f"(Spearman rho = {rho:.2f}, n = {n}{caveat})"
     if rho <= -NO_TREND:
         return f"{metric} falls as {key} grows {stats}"
     if rho >= NO_TREND:
@@ -320,7 +327,9 @@ def trends(runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str]) -> lis
             continue  # a name (extractor=vit_h14) or an unknown default: no order to correlate with
         x = guided["run"].map(numbers).astype(float)
         rho = spearman(x.tolist(), guided["best_distance"].tolist())
-        found.append({"key": key, "rho": rho, "n": len(x), "sentence": trend_sentence(key, rho, len(x))})
+        values = len(set(numbers.values()))
+        sentence = trend_sentence(key, rho, len(x), values=values)
+        found.append({"key": key, "rho": rho, "n": len(x), "values": values, "sentence": sentence})
     return found
 
 
