@@ -300,3 +300,21 @@ def test_embed_stopped_by_signals_mid_descent_resumes_to_the_same_results(embed_
     assert len(runs) == 3 and len({run_id(records) for _, records in runs}) == 1
     logged = [int(r["iteration"]) for _, records in runs for r in history_rows(records) if "cloud/mean_mse" in r]
     assert logged == list(range(10))
+
+
+def test_a_long_gradient_descent_says_where_it_is(caplog, monkeypatch):
+    """A line every 30 s (here: every call, the clock moved on) and at the last step; none when off."""
+    import logging
+
+    from fsa.tracking import progress
+
+    clock = iter(range(0, 10_000, 40))
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: float(next(clock)))
+    loop = progress.LoopProgress("gradient descent on 4 seed(s)", total=3)
+    with caplog.at_level(logging.INFO, logger="fsa"):
+        for done in (1, 2, 3):
+            loop(done, f"mean MSE {0.1 / done:.4g}")
+        progress.LoopProgress("quiet", total=2, enabled=False)(2, "x")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and lines[-1].startswith("gradient descent on 4 seed(s): iteration 3/3, mean MSE 0.03333")
+    assert "ETA 0s" in lines[-1] and not any(line.startswith("quiet") for line in lines)

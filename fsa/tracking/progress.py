@@ -62,3 +62,24 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+class LoopProgress:
+    """A log line every `every_s` seconds, and at the last step, for a long loop that has no bar of its
+    own (a gradient descent on seeds): what it is, the step, its figure, elapsed time and ETA."""
+
+    def __init__(self, what: str, total: int, every_s: float = 30.0, enabled: bool = True) -> None:
+        self.what, self.total, self.every_s, self.enabled = what, total, every_s, enabled
+        self._start = self._last = time.perf_counter()
+        self._first: int | None = None
+
+    def __call__(self, done: int, figure: str) -> None:
+        """`done` steps of `total` finished (a resumed loop starts above 0); `figure`: what to show."""
+        now = time.perf_counter()
+        self._first = done - 1 if self._first is None else self._first
+        if not self.enabled or (now - self._last < self.every_s and done < self.total):
+            return
+        self._last = now
+        elapsed = now - self._start
+        eta = elapsed / max(done - self._first, 1) * (self.total - done)
+        log.info("%s: iteration %d/%d, %s, elapsed %.0fs, ETA %.0fs", self.what, done, self.total, figure, elapsed, eta)

@@ -58,7 +58,7 @@ def embed(job: Job) -> dict[str, Any]:
     targets = job.build("dataset").load(extractor)[: job.cfg.max_targets][: options.images]
     images = target_latents(targets, backbone, "task=embed")
     timesteps = strided_timesteps(backbone.schedule.num_train_timesteps, options.num_steps)
-    embedder = Embedder(backbone, options, timesteps, job.cfg.seed, Units(job.checkpoints, job.saved))
+    embedder = Embedder(backbone, options, timesteps, job.cfg.seed, Units(job.checkpoints, job.saved), job.cfg.progress)
     out = job.folder.root / FOLDER
     out.mkdir(parents=True, exist_ok=True)
     if job.tracker is not None:

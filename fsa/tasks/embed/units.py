@@ -17,6 +17,7 @@ from fsa.embedding import ddim, networks
 from fsa.embedding.options import EmbedOptions
 from fsa.errors import ConfigError
 from fsa.tracking.checkpoint import Checkpoints
+from fsa.tracking.progress import LoopProgress
 from fsa.tracking.tracker import Tracker
 
 STREAM = "embed"  # the job's one W&B run
@@ -105,9 +106,16 @@ class Embedder:
     """Every method of the options on one set of images; the seeds it found, per method."""
 
     def __init__(
-        self, backbone: DiffusionBackbone, options: EmbedOptions, timesteps: list[int], seed: int, units: Units
+        self,
+        backbone: DiffusionBackbone,
+        options: EmbedOptions,
+        timesteps: list[int],
+        seed: int,
+        units: Units,
+        progress: bool = True,
     ) -> None:
         self.backbone, self.options, self.timesteps, self.seed, self.units = backbone, options, timesteps, seed, units
+        self.progress = progress  # a log line every 30 s of a gradient descent (`progress=false`: none)
         self.networks = {kind: networks.load(options.network_dir, kind) for kind in self._network_kinds()}
         for kind, (net, info) in self.networks.items():
             if int(info["num_steps"]) != options.num_steps:
@@ -158,6 +166,13 @@ class Embedder:
         """Gradient descent on the seeds from `start`, checkpointed as the unit under way."""
         if iterations == 0:
             return start
+        progress = LoopProgress(f"gradient descent on {len(start)} seed(s)", iterations, enabled=self.progress)
+
+        def listen(step: ddim.DescentStep) -> None:
+            progress(step.iteration + 1, f"mean MSE {float(step.mse.mean()):.4g}")
+            if callback is not None:
+                callback(step)
+
         return ddim.descend(
             self.backbone,
             images,
@@ -166,6 +181,6 @@ class Embedder:
             iterations,
             lr,
             self.options.checkpoint,
-            callback=callback,
+            callback=listen,
             **self.units.descent(),
         ).seed
