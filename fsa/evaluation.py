@@ -173,6 +173,14 @@ def text_table(columns: list[str], rows: dict[str, list[str]], note: str) -> str
     return "\n".join(lines) + "\n" + note
 
 
+def at(tree: dict[str, Any] | None, *keys: str) -> dict[str, Any]:
+    """tree[key][key]... with a missing or None level read as empty: summary.json's nested figures
+    (judges: judge, variant, kind; robustness: variant, kind, change, measure)."""
+    for key in keys:
+        tree = (tree or {}).get(key)
+    return tree or {}
+
+
 # A match whose guide distance after small changes is over FRAGILE times the target image's own after
 # the same changes did not survive them (docs/judges.md: guided digits 1.26 [1.14, 1.42], the
 # adversarial control 5.84 [4.74, 7.49]).
@@ -189,9 +197,9 @@ def match_verdicts(
     for variant in variants:
         if variant == "unguided":
             continue
-        ratios = [((by_variant.get(variant) or {}).get(kind) or {}) for by_variant in (judges or {}).values()]
+        ratios = [at(by_variant, variant, kind) for by_variant in (judges or {}).values()]
         intervals = [r.get("ratio_interval") for r in ratios if r.get("ratio") is not None]
-        changed = ((((robustness or {}).get(variant) or {}).get(kind) or {}).get("all") or {}).get("distance") or {}
+        changed = at(robustness, variant, kind, "all", "distance")
         interval = changed.get("interval")
         state = None
         if changed:
@@ -209,29 +217,30 @@ def match_verdicts(
 
 
 def transfer_table(
-    judges: dict[str, Any] | None, robustness: dict[str, Any] | None, variants: list[str], kind: str = "best"
+    judges: dict[str, Any] | None,
+    robustness: dict[str, Any] | None,
+    verdicts: dict[str, dict[str, Any]] | None,
+    variants: list[str],
+    kind: str = "best",
 ) -> str:
     """Does the match transfer? Per judge, E[d_judge] of each variant over the unguided one's (same targets
     and seeds); the guide's distance and feature movement after all the small changes over the target
-    image's; then a verdict line per variant. 95 % intervals; for the log (summary.json and fsa-report
-    have each change's figures)."""
+    image's; then each variant's verdict (`match_verdicts`). 95 % intervals; for the log (summary.json
+    and fsa-report have each change's figures)."""
     rows: dict[str, list[str]] = {}
     for name, figures in (judges or {}).items():
-        entries = [(figures.get(variant) or {}).get(kind) or {} for variant in variants]
+        entries = [at(figures, variant, kind) for variant in variants]
         rows[f"judge {name}: distance / unguided's"] = [
             "1 (reference)" if v == "unguided" and e else with_interval(e.get("ratio"), e.get("ratio_interval"))
             for v, e in zip(variants, entries, strict=True)
         ]
     for measure, label in (("distance", "guide distance"), ("sensitivity", "feature movement")):
-        entries = [
-            (((((robustness or {}).get(v) or {}).get(kind) or {}).get("all") or {}).get(measure) or {})
-            for v in variants
-        ]
+        entries = [at(robustness, v, kind, "all", measure) for v in variants]
         rows[f"small changes: {label} / target's"] = [with_interval(e.get("value"), e.get("interval")) for e in entries]
     if all(c == "-" for cells in rows.values() for c in cells):
         return ""
     lines = []
-    for variant, verdict in match_verdicts(judges, robustness, variants, kind).items():
+    for variant, verdict in (verdicts or {}).items():
         said = (
             f"transfers to {verdict['judges_transferred']} of {verdict['judges']} judges" if verdict["judges"] else ""
         )

@@ -46,6 +46,12 @@ def save_png(image: Tensor, path: Path) -> Path:
     return path
 
 
+def read_image(path: Path) -> Image.Image:
+    """An image file as an RGB picture, read into memory (the file closed)."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 def _tile(source: Path | Image.Image, size: int) -> Image.Image:
     """The image scaled to fit `size` (an integer factor, nearest neighbour, for a small one)."""
     if isinstance(source, Path):

@@ -10,7 +10,7 @@ from torchvision.transforms import v2 as T
 from fsa.errors import ExtractorError, WeightsUnavailableError
 from fsa.extractors.virtual_save import virtual_save
 
-__all__ = ["ExtractorError", "FeatureExtractor", "WeightsUnavailableError"]
+__all__ = ["ExtractorError", "FeatureExtractor", "WeightsUnavailableError", "features_of"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -89,3 +89,14 @@ class FeatureExtractor(nn.Module):
             f"extractor '{self.name}' has no text encoder: caption targets need a CLIP-family "
             "extractor (extractor=clip_rn50 or extractor=openclip)"
         )
+
+
+@torch.no_grad()
+def features_of(extractor: FeatureExtractor, images: Sequence[Image.Image], batch_size: int = 64) -> Tensor:
+    """Features (N, D) of actual images, each prepared as f_s is (`preprocess_image`), on the CPU."""
+    device = next(extractor.parameters(), torch.empty(0)).device
+    found = []
+    for i in range(0, len(images), batch_size):
+        batch = torch.stack([extractor.preprocess_image(image) for image in images[i : i + batch_size]])
+        found.append(extractor(batch.to(device)).float().cpu())
+    return torch.cat(found) if found else torch.empty(0)

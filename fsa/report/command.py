@@ -126,8 +126,9 @@ def sweep_figures(runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str],
     return figures
 
 
-def run_figures(run: Run, keys: Sequence[str], out: Path) -> list[Figure]:
-    """A run's image figures (complete runs only) and its distance curves (any run with a table)."""
+def run_figures(run: Run, keys: Sequence[str], out: Path, transfer: pd.DataFrame) -> list[Figure]:
+    """A run's image figures (complete runs only), whether its match transfers (its rows of `transfer`,
+    `transfer_table`'s), and its distance curves (any run with a table)."""
     label, title = run_label(run, keys), run_title(run, keys)
     figures = []
     if run.summary is not None:
@@ -143,9 +144,9 @@ def run_figures(run: Run, keys: Sequence[str], out: Path) -> list[Figure]:
         if panels is not None:
             path = plot_panels(panels, out / f"panels_{label}.png")
             figures.append(Figure(path, "panels", panels.title, "Kadkhodaie et al., Fig. 7"))
-    transfer = transfer_table([run], keys)
-    if not transfer.empty:
-        path = plot_transfer(title, transfer, out / f"transfer_{label}.png")
+    transferred = transfer[transfer["run"] == run.name]
+    if not transferred.empty:
+        path = plot_transfer(title, transferred, out / f"transfer_{label}.png")
         if path is not None:
             figures.append(Figure(path, "transfer", f"{title}: does the match transfer?", ""))
     curves = plot_curves(title, read_evaluations(run.folder.evaluations_file()), out / f"curves_{label}.png")
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     if not transfer.empty:  # runs with judges or the robustness check
         files, tables = files + write_table(transfer, out, "transfer"), tables | {"transfer": transfer}
     for run in runs:
-        figures += run_figures(run, keys, figures_dir)
+        figures += run_figures(run, keys, figures_dir, transfer)
     page = write_page(out / "report.html", folder, runs, keys, tables, sentences, figures)
 
     lines = [f"  tables: {', '.join(f.name for f in files)} in {out}"]

@@ -67,11 +67,15 @@ def state_html(run: Run) -> str:
     return f'<span class="state-{html.escape(run.status)}">{html.escape(run.status)}</span>'
 
 
-def with_interval(summary: dict[str, Any], key: str) -> str:
-    """A summary figure with its 95 % interval where the run recorded one: `12.4 [9.06, 16.2]`."""
-    interval = (summary.get("intervals") or {}).get(key)
-    shown = format_cell(summary.get(key))
+def shown_interval(value: Any, interval: Sequence[float] | None) -> str:
+    """A figure with its 95 % interval where there is one: `12.4 [9.06, 16.2]`."""
+    shown = format_cell(value)
     return f"{shown} [{format_cell(interval[0])}, {format_cell(interval[1])}]" if shown and interval else shown
+
+
+def with_interval(summary: dict[str, Any], key: str) -> str:
+    """A summary figure with its 95 % interval where the run recorded one."""
+    return shown_interval(summary.get(key), (summary.get("intervals") or {}).get(key))
 
 
 def runs_overview(runs: Sequence[Run], keys: Sequence[str]) -> str:
@@ -163,7 +167,7 @@ def transfer_section(
         if rows.empty:
             continue
         shown = [
-            f"{format_cell(v)} [{format_cell(lo)}, {format_cell(hi)}]" if pd.notna(lo) else format_cell(v)
+            shown_interval(v, [lo, hi] if pd.notna(lo) else None)
             for v, lo, hi in zip(rows["value"], rows["low"], rows["high"], strict=True)
         ]
         wide = rows.assign(shown=shown).pivot(index="check", columns="variant", values="shown")

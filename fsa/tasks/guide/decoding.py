@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from PIL import Image
 
 from fsa.data.targets import Target, target_latents
-from fsa.extractors.base import FeatureExtractor
+from fsa.extractors.base import FeatureExtractor, features_of
 from fsa.guidance.decoder import DecodeResult, DecodeState, Evaluation, Targets
 from fsa.guidance.feature_guidance import squared_distance
 from fsa.job import Job
-from fsa.pictures import save_png
+from fsa.pictures import read_image, save_png
 from fsa.tasks.guide.listeners import EvaluationSeries, EvaluationTable, GradientRecorder
 from fsa.tracking.progress import Progress
 from fsa.tracking.run_folder import SampleResult, target_folder_name
@@ -194,6 +193,4 @@ class Decoding:
 
 def png_distance(extractor: FeatureExtractor, path: Path, target: torch.Tensor) -> float:
     """Re-score a saved PNG as an actual image (the paper's footnote 5: it differs slightly)."""
-    with torch.no_grad(), Image.open(path) as image:
-        x = extractor.preprocess_image(image)[None].to(target.device)
-        return float(squared_distance(extractor(x), target[None])[0])
+    return float(squared_distance(features_of(extractor, [read_image(path)]), target[None].cpu())[0])

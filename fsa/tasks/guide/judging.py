@@ -5,9 +5,8 @@ and the robustness check."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -18,12 +17,13 @@ from fsa.attributes.options import AttributesOptions
 from fsa.data.targets import Target, resize_images
 from fsa.errors import FsaError
 from fsa.evaluation import KINDS, attribute_distances, entropy, retention_figures
-from fsa.extractors.base import FeatureExtractor
+from fsa.extractors.base import FeatureExtractor, features_of
 from fsa.guidance.options import GUIDED
 from fsa.intervals import mean_over_targets, ratio_of_means
 from fsa.job import build
 from fsa.judges.changes import small_changes
 from fsa.judges.options import RobustnessOptions
+from fsa.pictures import read_image
 from fsa.tracking.run_folder import RunFolder, SampleResult
 
 log = logging.getLogger("fsa")
@@ -82,47 +82,36 @@ def retention(
 
 
 @dataclass(frozen=True)
-class ImageFiles:
-    """The saved images the judges and the robustness check read: each target's (by target index, the
-    targets with an image) and, per (variant, kind of image), the samples of those targets with theirs."""
+class JudgedImages:
+    """The saved images the judges and the robustness check read, each read once: each target's (by
+    target index, the targets with an image) and, per (variant, kind of image), the samples of those
+    targets with theirs."""
 
-    targets: dict[int, Path]
-    samples: dict[tuple[str, str], list[tuple[SampleResult, Path]]]
+    targets: dict[int, Image.Image]
+    samples: dict[tuple[str, str], list[tuple[SampleResult, Image.Image]]]
 
 
-def image_files(samples: dict[str, list[SampleResult]], folder: RunFolder, targets: list[Target]) -> ImageFiles:
-    target_files = {i: folder.target_image(GUIDED, i, t.name) for i, t in enumerate(targets) if t.image is not None}
+def judged_images(samples: dict[str, list[SampleResult]], folder: RunFolder, targets: list[Target]) -> JudgedImages:
+    target_images = {
+        i: read_image(folder.target_image(GUIDED, i, t.name)) for i, t in enumerate(targets) if t.image is not None
+    }
     judged = {
         (variant, kind): [
-            (r, folder.path(getattr(r, f"{kind}_image"))) for r in records if r.target_index in target_files
+            (r, read_image(folder.path(getattr(r, f"{kind}_image"))))
+            for r in records
+            if r.target_index in target_images
         ]
         for variant, records in samples.items()
         for kind in KINDS
     }
-    return ImageFiles(target_files, judged)
+    return JudgedImages(target_images, judged)
 
 
-@torch.no_grad()
-def features_of(extractor: FeatureExtractor, images: Sequence[Image.Image], batch_size: int = 64) -> torch.Tensor:
-    """Features (N, D) of actual images, each prepared as f_s is (`preprocess_image`), on the CPU."""
-    device = next(extractor.parameters(), torch.empty(0)).device
-    found = []
-    for i in range(0, len(images), batch_size):
-        batch = torch.stack([extractor.preprocess_image(image) for image in images[i : i + batch_size]])
-        found.append(extractor(batch.to(device)).float().cpu())
-    return torch.cat(found) if found else torch.empty(0)
-
-
-def read_image(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
-
-
-def load_judge(node: Any, name: str, device: torch.device) -> tuple[FeatureExtractor | None, str | None]:
+def load_judge(node: Any, name: str, device: torch.device) -> tuple[FeatureExtractor | None, str]:
     """A judge, or None and why not: a judge whose weights are not on this machine (and cannot be
     downloaded) is skipped, not fatal."""
     try:
-        return build(node).to(device), None
+        return build(node).to(device), ""
     except (FsaError, OSError) as error:
         reason = str(error).splitlines()[0]
         log.warning("judge %s skipped: %s", name, reason)
@@ -130,25 +119,24 @@ def load_judge(node: Any, name: str, device: torch.device) -> tuple[FeatureExtra
 
 
 def judge_transfer(
-    judges: Any, files: ImageFiles, folder: RunFolder, device: torch.device
+    judges: Any, images: JudgedImages, folder: RunFolder, device: torch.device
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Per judge, its distance from each variant's images to the target images, and the transfer ratio
     E[d(variant)] / E[d(unguided)] paired by target and seed (judges.csv has each sample's distance).
     Judges load one at a time and are freed after; those that cannot load are returned as skipped."""
-    targets = {i: read_image(path) for i, path in files.targets.items()}
     rows, skipped = [], {}
     for name, node in judges.items():
-        judge, skipped[name] = load_judge(node, name, device)
+        judge, reason = load_judge(node, name, device)
         if judge is None:
+            skipped[name] = reason
             continue
-        target_features = dict(zip(targets, features_of(judge, list(targets.values())), strict=True))
-        for (variant, kind), pairs in files.samples.items():
-            features = features_of(judge, [read_image(path) for _, path in pairs])
+        target_features = dict(zip(images.targets, features_of(judge, list(images.targets.values())), strict=True))
+        for (variant, kind), pairs in images.samples.items():
+            features = features_of(judge, [image for _, image in pairs])
             for (r, _), feature in zip(pairs, features, strict=True):
                 distance = float((feature - target_features[r.target_index]).pow(2).sum())
                 rows.append(_row(r, variant, kind) | {"judge": name, "distance": distance})
         del judge
-    skipped = {name: reason for name, reason in skipped.items() if reason}
     pd.DataFrame(rows).to_csv(folder.judges_file, index=False)
     figures = {
         name: _against_unguided([row for row in rows if row["judge"] == name], "distance")
@@ -161,7 +149,7 @@ def judge_transfer(
 def robustness(
     extractor: FeatureExtractor,
     options: RobustnessOptions,
-    files: ImageFiles,
+    images: JudgedImages,
     targets: list[Target],
     folder: RunFolder,
 ) -> dict[str, Any]:
@@ -174,13 +162,11 @@ def robustness(
       holds the match's own distance d(f(x), f_s), so it is large wherever T hardly moves the target
       (JPEG, noise on clean digits) even for a real match: read it beside the sensitivity.
     """
-    reference = {
-        i: _changed(extractor, read_image(path), options, targets[i].feature) for i, path in files.targets.items()
-    }
+    reference = {i: _changed(extractor, image, options, targets[i].feature) for i, image in images.targets.items()}
     rows = []
-    for (variant, kind), pairs in files.samples.items():
-        for r, path in pairs:
-            changed = _changed(extractor, read_image(path), options, targets[r.target_index].feature)
+    for (variant, kind), pairs in images.samples.items():
+        for r, image in pairs:
+            changed = _changed(extractor, image, options, targets[r.target_index].feature)
             for change, (distance, movement) in changed.items():
                 target_distance, target_movement = reference[r.target_index][change]
                 rows.append(
@@ -190,7 +176,7 @@ def robustness(
                 )
     pd.DataFrame(rows).to_csv(folder.robustness_file, index=False)
     figures: dict[str, Any] = {}
-    for variant, kind in files.samples:
+    for variant, kind in images.samples:
         chosen = [row for row in rows if row["variant"] == variant and row["kind"] == kind]
         if not chosen:
             continue

@@ -6,6 +6,7 @@ whether its match transfers (the judges, the robustness check)."""
 from pathlib import Path
 from typing import Any
 
+from fsa.evaluation import at
 from fsa.guidance.options import GUIDED
 from fsa.pictures import Cell, draw_grid
 from fsa.tracking.run_folder import RunFolder, SampleResult
@@ -50,9 +51,9 @@ def transfer_lines(variants: list[str], judges: dict[str, Any] | None, robustnes
         parts = [
             f"{name} {entry['ratio']:.2g}"
             for name, by_variant in (judges or {}).items()
-            if (entry := (by_variant.get(variant) or {}).get("best") or {}).get("ratio") is not None
+            if (entry := at(by_variant, variant, "best")).get("ratio") is not None
         ]
-        changed = (((robustness or {}).get(variant) or {}).get("best") or {}).get("all")
+        changed = at(robustness, variant, "best", "all")
         text = f"{variant}: judges' distance / unguided's: {', '.join(parts)}" if parts else f"{variant}:"
         if changed:
             text += f"; after small changes, guide distance / target's: {changed['distance']['value']:.2g}"

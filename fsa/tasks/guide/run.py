@@ -38,7 +38,7 @@ from fsa.job import Job
 from fsa.judges.options import RobustnessOptions
 from fsa.speed import apply_speed_options, torch_dtype
 from fsa.tasks.guide.decoding import Decoding, GuideState, Sample, batches
-from fsa.tasks.guide.judging import image_files, judge, judge_transfer, retention, robustness
+from fsa.tasks.guide.judging import judge, judge_transfer, judged_images, retention, robustness
 from fsa.tasks.guide.listeners import EvaluationSeries
 from fsa.tasks.guide.overview import write_overview
 from fsa.tracking.progress import Progress
@@ -244,17 +244,19 @@ def real_match(
 ) -> tuple[dict[str, Any] | None, dict[str, str], dict[str, Any] | None]:
     """Is the match real? The judges' distances and transfer ratios, the judges skipped or refused, and
     the robustness check: both need target images (docs/judges.md)."""
-    files = image_files(samples, job.folder, models.targets)
     skipped = dict(models.refused)
-    if not files.targets and (models.judges or models.robustness):
+    if not (models.judges or models.robustness):
+        return None, skipped, None
+    images = judged_images(samples, job.folder, models.targets)
+    if not images.targets:
         log.info("judges and robustness not measured: no target has an image")
         return None, skipped, None
     transfer = None
     if models.judges:
-        transfer, unloaded = judge_transfer(models.judges, files, job.folder, job.device)
+        transfer, unloaded = judge_transfer(models.judges, images, job.folder, job.device)
         skipped |= unloaded
     robust = (
-        robustness(models.extractor, models.robustness, files, models.targets, job.folder)
+        robustness(models.extractor, models.robustness, images, models.targets, job.folder)
         if models.robustness
         else None
     )
@@ -289,7 +291,7 @@ def tell(
     for key, value in summary["proof"].items():
         log.info("proof: %s = %s", key, value)
     warn_if_guidance_failed(summary["proof"])
-    table = transfer_table(summary["judges"], summary["robustness"], list(samples))
+    table = transfer_table(summary["judges"], summary["robustness"], summary["match"], list(samples))
     if table:
         log.info("does the match transfer?\n%s", table)
     if summary["retention"]:
