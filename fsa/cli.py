@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fsa import CONF_DIR
-from fsa.config import register_configs, resolved_container, task_config, validate
+from fsa.config import local_configs, register_configs, resolved_container, task_config, validate
 from fsa.errors import FsaError, Interrupted
 from fsa.tasks import available_tasks, objectives, task_of
 from fsa.tracking.run_folder import RunFolder, State, job_folder, wandb_group
@@ -131,8 +131,14 @@ def deselect(argument: str) -> str:
 
 def one_line(error: BaseException) -> str:
     """A config error as one line: what is wrong, why, and the choices where Hydra knows them."""
-    first = lambda e: str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else type(e).__name__  # noqa: E731
+
+    def first(e: BaseException) -> str:  # its first line, and the next where the first only introduces it
+        lines = [line.strip() for line in str(e).strip().splitlines()] or [type(e).__name__]
+        return (f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]).rstrip(".")
+
     message = first(error)
+    if "'local/" in message and local_configs():  # Hydra names the option, the user needs the file
+        message += f" (the local config {local_configs()[0]})"
     if error.__cause__ is not None and first(error.__cause__) not in message:
         message += f" ({first(error.__cause__)})"
     options = getattr(error, "options", None)
@@ -160,6 +166,9 @@ def app(cfg: DictConfig) -> float | list[float] | None:
     group = wandb_group(experiment, Path(hc.sweep.dir) if multirun else folder)
     name = hc.job.override_dirname or experiment or folder.name
     summary = None
+    if len(local_configs()) > 1:
+        used, ignored = local_configs()
+        log.warning("two local configs: %s is used, %s is not (docs/configuration.md, 'A local config')", used, ignored)
     try:
         # A bad value, or a folder that would refuse the job (in use, complete, another config, files fsa
         # did not write), says so before the ML stack loads; the job checks again under the folder's lock.
@@ -168,8 +177,10 @@ def app(cfg: DictConfig) -> float | list[float] | None:
         if not multirun:  # a sweep's refused job is recorded in its folder by the job, and counted at the end
             validate(root, task, imports=False)  # every value, in about a second: a bad one writes nothing
         RunFolder(folder).check(resolved_container(root), cfg.fresh)
-        from fsa.job import run  # the ML stack, once the command line and the folder are known good
+        from fsa.job import preflight, run  # the ML stack, once the command line and the folder are known good
 
+        if not multirun:  # the device and every file the run needs, still before the folder is touched
+            preflight(task, root, list(hc.overrides.task))
         summary = run(cfg, output_dir, list(hc.overrides.task), wandb_group=group, wandb_name=name)
     except Interrupted as stop:  # checkpointed on SIGTERM / SIGUSR1: stop the whole sweep, ask for a requeue
         log.warning("%s", stop)

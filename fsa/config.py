@@ -14,6 +14,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -25,7 +26,7 @@ from fsa.errors import ConfigError
 from fsa.guidance.options import BASELINES, GuidanceOptions, SelfGuidedOptions
 from fsa.judges.options import RobustnessOptions
 from fsa.speed import DTYPE_NAMES, SpeedOptions
-from fsa.tasks import COMMON, Task, task_of
+from fsa.tasks import COMMON, Task, config_dirs, task_of
 
 # This module loads no ML stack (torch, diffusers, ...): `fsa --help` and a rejected override stay fast.
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
@@ -69,6 +70,17 @@ class LoggerConfig:
 
 
 @dataclass
+class WeightsConfig:
+    """Where this machine keeps each pretrained network fsa's presets name (a file, a diffusers folder or
+    a hub id; None: the library's download). Declared, so a misspelt name in a local config is an error."""
+
+    sd14: str | None = "CompVis/stable-diffusion-v1-4"
+    clip_rn50: str | None = None
+    resnet50: str | None = None
+    vit_h14: str | None = None
+
+
+@dataclass
 class FsaConfig:
     task: Any = None  # {_target_: the task's class, name, ...its options}: conf/task/<name>.yaml
     model: Any = None
@@ -90,7 +102,7 @@ class FsaConfig:
     attributes: Any = None  # typed by AttributesConfig; None (attributes=null): no retention measured
     judges: Any = None  # name -> an extractor config (conf/judges/); None (judges=null): no judges
     robustness: RobustnessConfig | None = None  # type: ignore[valid-type]  # None: no robustness check
-    weights: dict[str, Any] = field(default_factory=dict)  # model name -> its files on this machine
+    weights: WeightsConfig = field(default_factory=WeightsConfig)  # this machine's files (a local config)
     data_dir: str = ""
     record_gradients: int = 0
     checkpoint_every: int = 500
@@ -114,6 +126,14 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("fsa_asset", lambda relative: str(ASSETS_DIR / relative))
     if not OmegaConf.has_resolver("fsa_data_dir"):
         OmegaConf.register_new_resolver("fsa_data_dir", lambda: str(default_data_dir()))
+
+
+def local_configs() -> list[Path]:
+    """The local config files on this machine, the one Hydra uses first: a file in fsa's own config
+    folder (`fsa/conf/local/default.yaml`, this installation's) wins over the user's
+    (`$FSA_CONFIG_DIR/local/default.yaml`, by default `~/.config/fsa/...`); the command line wins over both."""
+    candidates = [CONF_DIR / "local" / "default.yaml", config_dirs()[0] / "local" / "default.yaml"]
+    return [file for file in candidates if file.is_file()]
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:

@@ -17,6 +17,10 @@ class WeightsUnavailableError(FsaError, RuntimeError):
     """Pretrained weights could not be found locally or on the hub."""
 
 
+class MissingPiecesError(WeightsUnavailableError):
+    """Files or downloads a run needs (weights, target images) are not on this machine: all of them, in one list."""
+
+
 class Interrupted(FsaError):
     """SIGTERM, SIGUSR1 or SIGUSR2 arrived: a checkpoint was saved; rerunning the same command resumes."""
 

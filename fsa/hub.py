@@ -10,9 +10,9 @@ from urllib.parse import urlparse
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
-@lru_cache(maxsize=4)
-def _endpoint_reachable(endpoint: str, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub opens (assumed yes behind a proxy, which we cannot probe)."""
+@lru_cache(maxsize=16)
+def reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to a URL's host opens (assumed yes behind a proxy, which we cannot probe)."""
     if any(os.environ.get(name) for name in PROXY_VARIABLES):
         return True
     url = urlparse(endpoint)
@@ -33,7 +33,7 @@ def fail_fast_offline() -> Iterator[None]:
     """
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE or _endpoint_reachable(constants.ENDPOINT):
+    if constants.HF_HUB_OFFLINE or reachable(constants.ENDPOINT):
         yield
         return
     constants.HF_HUB_OFFLINE = True
@@ -41,3 +41,17 @@ def fail_fast_offline() -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = False
+
+
+def hub_downloads() -> bool:
+    """Whether the Hugging Face hub can be downloaded from: not in offline mode, and reachable."""
+    from huggingface_hub import constants
+
+    return not constants.HF_HUB_OFFLINE and reachable(constants.ENDPOINT)
+
+
+def hub_cached(repo_id: str, *filenames: str) -> bool:
+    """Whether one of a hub repository's files is in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in filenames)

@@ -26,15 +26,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import fsa
-from fsa.config import resolved_container, task_config, validate
+from fsa.config import local_configs, resolved_container, task_config, validate
+from fsa.data.targets import TargetError
 from fsa.errors import ConfigError, FsaError, Interrupted
 from fsa.tasks import Task, task_of
 from fsa.threads import chosen_threads
 from fsa.tracking.checkpoint import Checkpoints
 from fsa.tracking.run_folder import RunFolder, comparable, job_folder
 from fsa.tracking.tracker import Tracker
+from fsa.weights import check_available, setting_of
 
-__all__ = ["Interrupted", "Job", "build", "run"]
+__all__ = ["Interrupted", "Job", "build", "preflight", "run"]
 
 log = logging.getLogger("fsa")
 LIBRARIES = ("torch", "torchvision", "diffusers", "transformers", "open_clip_torch", "timm", "numpy", "hydra-core")
@@ -84,9 +86,8 @@ def run(
 
 
 def _run(task: Task, cfg: DictConfig, folder: RunFolder, overrides: list[str], group: str | None, name: str | None):
-    # 1. Every value the task uses checked, and the device found, before the folder takes the job.
-    options = validate(cfg, task)
-    device = resolve_device(cfg.device)
+    # 1. Every value and file the task uses checked, and the device found, before the folder takes the job.
+    options, device = preflight(task, cfg, overrides)
     threads, why = chosen_threads(cfg.threads)
     torch.set_num_threads(threads)
     # 2. The folder takes the job (new), continues it (same config) or refuses it; nothing written before.
@@ -131,6 +132,33 @@ def _run(task: Task, cfg: DictConfig, folder: RunFolder, overrides: list[str], g
         log.info("task=%s: %s", task.name, task.headline(summary))
         log.info("overview: %s (tables and figures: fsa-report %s)", folder.overview_file, folder.root)
         return summary
+
+
+def preflight(task: Task, cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[Any, torch.device]:
+    """All that can be checked without loading a model: every value (`validate`), the device, and every
+    file and download the run needs, all missing ones named in one error. Returns the task's options
+    and the device. `fsa` calls it before it touches the run folder; the job again, under its lock."""
+    options = validate(cfg, task)
+    device = resolve_device(cfg.device)
+    check_available(
+        {group: cfg.get(group) for group in ("task", "model", "extractor") if group == "task" or group in task.uses},
+        problems=_target_problems(cfg, overrides) if "dataset" in task.uses else [],
+        overrides=overrides,
+        local_configs=local_configs()[:1],  # the one Hydra read
+    )
+    return options, device
+
+
+def _target_problems(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
+    """What is wrong with the targets' files (a folder that is not there), found by building the dataset,
+    which lists its files and reads none."""
+    try:
+        build(cfg.dataset)
+    except TargetError as error:
+        key = next((key for key in ("root", "paths", "path") if key in cfg.dataset), None)
+        where = setting_of(cfg.dataset, key, "dataset", overrides, local_configs()[:1]) if key else "dataset"
+        return [f"the targets ({where}): {error}"]
+    return []
 
 
 def build(node: DictConfig, **overrides: Any) -> Any:

@@ -164,6 +164,7 @@ def test_a_run_whose_guidance_failed_ends_with_a_warning_and_progress_names_the_
 
 
 def test_a_failed_runs_log_ends_with_why(tmp_path):
-    fails(["dataset=images", f"dataset.paths=[{tmp_path}/missing.png]"], tmp_path, match="missing.png")
+    (tmp_path / "broken.png").write_text("not an image")  # found by the pre-flight check, unreadable when read
+    fails(["dataset=images", f"dataset.paths=[{tmp_path}/broken.png]"], tmp_path, match="broken.png")
     last = (tmp_path / "run" / "fsa.log").read_text().splitlines()[-1]
-    assert "[ERROR] - failed: TargetError:" in last and "missing.png" in last
+    assert "[ERROR] - failed: TargetError:" in last and "broken.png" in last

@@ -72,11 +72,13 @@ def test_wandb_group_names_the_experiment_and_when_the_sweep_started(tmp_path):
 
 
 def test_bad_input_exits_non_zero_with_a_clear_message(tmp_path):
-    result = fsa("debug=tiny", "dataset=images", f"dataset.paths=[{tmp_path}/missing.png]", f"hydra.run.dir={tmp_path}")
+    run_dir = tmp_path / "run"
+    result = fsa("debug=tiny", "dataset=images", f"dataset.paths=[{tmp_path}/missing.png]", f"hydra.run.dir={run_dir}")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("fsa: error:")]
-    assert len(errors) == 1 and "missing.png" in errors[0] and "Traceback" not in result.stderr
-    assert not (tmp_path / "summary.json").exists()
+    assert len(errors) == 1 and "MissingPiecesError" in errors[0] and "Traceback" not in result.stderr
+    assert "the targets (dataset.paths, set on the command line)" in result.stderr and "missing.png" in result.stderr
+    assert not run_dir.exists() or not any(run_dir.iterdir())  # refused before the folder was touched
 
 
 def test_typo_in_an_override_is_an_error():

@@ -217,7 +217,7 @@ def test_unreachable_hub_switches_to_offline_mode(monkeypatch: pytest.MonkeyPatc
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hub, "_endpoint_reachable", lambda endpoint: False)
+    monkeypatch.setattr(hub, "reachable", lambda endpoint: False)
     with hub.fail_fast_offline():
         assert constants.HF_HUB_OFFLINE
     assert not constants.HF_HUB_OFFLINE

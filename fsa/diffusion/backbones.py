@@ -19,8 +19,8 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from fsa import ASSETS_DIR
 from fsa.diffusion.schedule import NoiseSchedule
 from fsa.errors import WeightsUnavailableError
-from fsa.hub import fail_fast_offline
-from fsa.weights import load_state_dict_file
+from fsa.hub import fail_fast_offline, hub_cached, hub_downloads
+from fsa.weights import Download, load_state_dict_file, looks_local
 
 log = logging.getLogger(__name__)
 
@@ -294,3 +294,13 @@ def build_tiny_latent_diffusion(
     unet, vae, text_encoder = tiny_latent_components(seed)
     schedule = NoiseSchedule.make(num_train_timesteps, beta_schedule=beta_schedule)
     return LatentDiffusion(unet, vae, empty_prompt_embedding(text_encoder), schedule, name="tiny (random)")
+
+
+def download(target: str, path: str | None = None, subfolder: str | None = None, **_: Any) -> Download | None:
+    """The hub repository a loader downloads from when `path` is a hub id (None: a local path, checked
+    by fsa.weights, or a loader that reads no path)."""
+    if not path or looks_local(str(path)):
+        return None
+    config = f"{subfolder or 'unet'}/config.json" if target == "load_stable_diffusion" or subfolder else "config.json"
+    in_cache = hub_cached(str(path), config)
+    return Download(str(path), in_cache, in_cache or hub_downloads())

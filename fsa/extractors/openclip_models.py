@@ -1,6 +1,7 @@
 """CLIP image (and text) encoders through open_clip: the paper's CLIP RN50, and any other CLIP."""
 
 import logging
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ from torch import Tensor, nn
 from fsa.errors import ExtractorError, WeightsUnavailableError
 from fsa.extractors.base import FeatureExtractor
 from fsa.extractors.layers import close_names
-from fsa.hub import fail_fast_offline
-from fsa.weights import HOW_TO_PASS, load_state_dict_file, require_file
+from fsa.hub import fail_fast_offline, hub_cached, hub_downloads, reachable
+from fsa.weights import HOW_TO_PASS, Download, load_state_dict_file, require_file
 
 log = logging.getLogger("fsa.extractors")
 
@@ -139,3 +140,28 @@ def _build(model_name: str, pretrained: str | None, weights: str | None) -> tupl
         where = " or ".join(filter(None, (tag.get("hf_hub"), tag.get("url")))) or source
         problem = f"weights are not cached and could not be downloaded from {where} ({error})"
         raise WeightsUnavailableError(f"{what}: {problem}; {HOW_TO_PASS}") from error
+
+
+# The file names open_clip looks for in a hub repository that names no file.
+HUB_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def download(
+    target: str, model_name: str, pretrained: str | None = None, weights: str | None = None, **_: Any
+) -> Download | None:
+    """What loading this extractor downloads: open_clip prefers a tag's hub copy to its URL."""
+    if weights or not pretrained:
+        return None
+    if str(pretrained).startswith(HF_HUB):
+        repo = str(pretrained).removeprefix(HF_HUB)
+        return Download(repo, hub_cached(repo, *HUB_FILES), hub_downloads())
+    tag = open_clip.get_pretrained_cfg(model_name, pretrained) if open_clip.get_model_config(model_name) else {}
+    hub, url = tag.get("hf_hub", ""), tag.get("url", "")
+    if hub:
+        repo, filename = os.path.split(hub)  # "org/name/" names no file, "org/name/file.bin" one
+        in_cache = hub_cached(repo, *((filename,) if filename else HUB_FILES))
+        return Download(repo, in_cache, in_cache or hub_downloads())
+    if url:
+        in_cache = (Path("~/.cache/clip").expanduser() / Path(url).name).is_file()
+        return Download(url, in_cache, in_cache or reachable(url))
+    return None

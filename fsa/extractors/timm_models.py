@@ -9,8 +9,8 @@ from timm.data import resolve_data_config
 from fsa.errors import ExtractorError, WeightsUnavailableError
 from fsa.extractors import layers
 from fsa.extractors.base import FeatureExtractor
-from fsa.hub import fail_fast_offline
-from fsa.weights import HOW_TO_PASS, require_file
+from fsa.hub import fail_fast_offline, hub_cached, hub_downloads
+from fsa.weights import HOW_TO_PASS, Download, require_file
 
 log = logging.getLogger("fsa.extractors")
 
@@ -71,3 +71,16 @@ def _build(model_name: str, pretrained: bool, weights: str | None, kwargs: dict[
             f"{what}: pretrained weights are not cached and could not be downloaded from {where} "
             f"({type(error).__name__}: {error}); download them elsewhere and {HOW_TO_PASS}"
         ) from error
+
+
+def download(
+    target: str, model_name: str, pretrained: bool = True, weights: str | None = None, **_: Any
+) -> Download | None:
+    """The hub repository loading this extractor downloads from (None where timm's config names none)."""
+    if weights or not pretrained or not timm.is_model(model_name) or not timm.is_model_pretrained(model_name):
+        return None
+    repo = getattr(timm.models.get_pretrained_cfg(model_name), "hf_hub_id", None)
+    if not repo:
+        return None
+    in_cache = hub_cached(repo, "model.safetensors", "pytorch_model.bin")
+    return Download(repo, in_cache, in_cache or hub_downloads())

@@ -12,7 +12,8 @@ from torch import nn
 from fsa.errors import ExtractorError, WeightsUnavailableError
 from fsa.extractors import layers
 from fsa.extractors.base import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor
-from fsa.weights import HOW_TO_PASS, load_state_dict_file, require_file
+from fsa.hub import reachable
+from fsa.weights import HOW_TO_PASS, Download, load_state_dict_file, require_file
 
 log = logging.getLogger("fsa.extractors")
 
@@ -80,8 +81,27 @@ def _build(model_name: str, pretrained: str | None, weights: str | None, kwargs:
         # Downloads into torch.hub's cache unless the file is already there.
         return torchvision.models.get_model(model_name, weights=chosen, **kwargs)
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad hash or file a RuntimeError
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(chosen.url).name
+        cached = _cache_file(chosen.url)
         raise WeightsUnavailableError(
             f"{what}: weights {chosen} are not in the cache ({cached}) and could not be downloaded "
             f"from {chosen.url} ({error}); download the file elsewhere and {HOW_TO_PASS}"
         ) from error
+
+
+def _cache_file(url: str) -> Path:
+    """Where torchvision keeps a downloaded weights file."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def download(
+    target: str, model_name: str, pretrained: str | None = None, weights: str | None = None, **_: Any
+) -> Download | None:
+    """The file loading this extractor downloads (None: a local file, random weights, or a bad name the
+    loader reports)."""
+    if weights or not pretrained or model_name not in torchvision.models.list_models():
+        return None
+    chosen = torchvision.models.get_model_weights(model_name).__members__.get(pretrained)
+    if chosen is None:
+        return None
+    cached = _cache_file(chosen.url).is_file()
+    return Download(chosen.url, cached, cached or reachable(chosen.url))
