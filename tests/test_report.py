@@ -449,8 +449,9 @@ def test_report_of_a_real_smoke_multirun(request, tmp_path, experiment, key, job
     assert_figure(out / "figures" / f"boxplot_{key}.png")
     assert_figure(out / "figures" / f"sweep_{key}.png")
     trends = (out / "trends.md").read_text()
-    assert key in trends and "Spearman rho" in trends
-    assert "Spearman rho" in report_run.stdout
+    said = "Spearman rho" if jobs >= 3 else "too few for a trend"  # App. C's two values: no rank correlation
+    assert key in trends and said in trends and said in report_run.stdout
+    assert f"a sweep of {jobs} runs over {key}" in report_run.stdout
     assert len(list(out.glob("figures/runs_*.png"))) == jobs
     assert not list(out.glob("figures/best_*.png"))  # the paper's presets run no baselines: nothing to set beside
 
@@ -601,3 +602,52 @@ def test_keys_that_do_not_make_a_run_what_it_is_are_not_swept():
         SimpleNamespace(overrides=("progress=true", "guidance.w_g=2", "threads=2", "hydra.run.dir=b")),
     ]
     assert swept_keys(runs) == ["guidance.w_g"]
+
+
+def make_job(root: Path, name: str, overrides: list[str], w_g: float) -> Path:
+    """A complete run folder with any overrides (make_run's data)."""
+    folder = RunFolder(root / name)
+    with folder.lock():
+        folder.admit(CONFIG, overrides)
+        folder.complete(make_summary(folder, w_g, baselines=False))
+    return folder.root
+
+
+def test_runs_are_grouped_by_what_they_are_and_only_a_sweeps_jobs_are_compared(tmp_path):
+    """A folder holding a w_g sweep, a second sweep (over seed) and two runs made separately: each sweep
+    is compared within itself only, the separate runs not at all (no trend across a tiny debug run and
+    a real one), and every figure file is its own."""
+    root = tmp_path / "mixed"
+    for number, w_g in enumerate(W_G):
+        make_run(root, number, w_g)
+    for number, seed in enumerate((0, 1, 2)):
+        make_job(root, f"{number}_seed={seed},debug=tiny", [f"seed={seed}", "debug=tiny"], 1.0 + seed)
+    make_job(root, "tiny", ["debug=tiny", "progress=false"], 1.0)
+    make_job(root, "real", ["experiment=fig3_clip", "guidance.w_g=3", "threads=1"], 3.0)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        out = report(root)
+    said = printed.getvalue()
+    assert "a sweep of 3 runs over guidance.w_g (smoke=digits)" in said
+    assert "a sweep of 3 runs over seed (debug=tiny)" in said and "2 run(s) outside any sweep" in said
+    sweep = pd.read_csv(out / "sweep.csv")
+    assert set(sweep["sweep"]) == {"smoke=digits", "debug=tiny"}
+    w_g_rows = sweep[(sweep["sweep"] == "smoke=digits") & (sweep["variant"] == "guided")]
+    assert list(w_g_rows["value"]) == [0.5, 1.0, 2.0] and set(w_g_rows["runs"]) == {1}  # not the separate w_g=3
+    trends_text = (out / "trends.md").read_text()
+    xs = [w_g for w_g in W_G for _ in TARGETS for _ in range(SAMPLES)]
+    ys = [best_distance(w_g, i, s) for w_g in W_G for i in range(len(TARGETS)) for s in range(SAMPLES)]
+    expected = f"falls as guidance.w_g grows (Spearman rho = {spearman(xs, ys):.2f}, n = {len(xs)}, 3 values"
+    assert f"smoke=digits: best distance {expected}" in trends_text
+    assert "debug=tiny: " in trends_text and "experiment" not in trends_text and "progress" not in trends_text
+    boxplots = sorted(p.name for p in (out / "figures").glob("*boxplot*.png"))
+    assert boxplots == ["sweep1_boxplot_guidance.w_g.png", "sweep2_boxplot_seed.png"]
+    page = (out / "report.html").read_text()
+    assert "experiment=fig3_clip guidance.w_g=3" in page  # the separate run, named by its own overrides
+
+
+def test_two_values_are_too_few_for_a_trend():
+    assert (
+        trend_sentence("k", 1.0, 8, values=2)
+        == "k takes 2 value(s): too few for a trend; compare them in the sweep table (n = 8)"
+    )

@@ -33,6 +33,7 @@ from fsa.report.page import write_page
 from fsa.report.runs import (
     STATES,
     Run,
+    Sweep,
     file_label,
     find_runs,
     load_run,
@@ -45,9 +46,9 @@ from fsa.report.runs import (
     run_title,
     run_value,
     runs_table,
+    sweep_groups,
     sweep_markdown,
     sweep_table,
-    swept_keys,
     transfer_table,
     trends,
     value_order,
@@ -82,10 +83,19 @@ def write_table(table: pd.DataFrame, out: Path, stem: str, markdown: str | None 
     return [csv, md]
 
 
-def sweep_tables(runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str], out: Path) -> dict[str, Any]:
-    """sweep.csv/.md (App. C) and trends.md; what was written, for printing, the page and W&B."""
-    sweep = sweep_table(runs, table, keys)
-    found = trends(runs, table, keys)
+def sweep_tables(sweeps: Sequence[Sweep], table: pd.DataFrame, out: Path) -> dict[str, Any]:
+    """sweep.csv/.md (App. C) and trends.md, each sweep's runs compared among themselves only (a `sweep`
+    column and sentence prefix name it where a folder holds several); what was written, for printing,
+    the page and W&B."""
+    many, parts, found = len(sweeps) > 1, [], []
+    for group in sweeps:
+        part = sweep_table(group.runs, table, group.keys)
+        for trend in trends(group.runs, table, group.keys):
+            found.append(
+                {"sweep": group.name, **trend, "sentence": f"{group.name}: {trend['sentence']}"} if many else trend
+            )
+        parts.append(part.assign(sweep=group.name)[["sweep", *part.columns]] if many else part)
+    sweep = pd.concat(parts, ignore_index=True)
     lines = [f"- {t['sentence']}" for t in found] or ["- no swept key has numeric values"]
     (out / "trends.md").write_text("# Trends of the best distance (guided)\n\n" + "\n".join(lines) + "\n")
     return {
@@ -95,9 +105,13 @@ def sweep_tables(runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str], 
     }
 
 
-def sweep_figures(runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str], out: Path) -> list[Figure]:
+def sweep_figures(
+    runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str], out: Path, prefix: str = ""
+) -> list[Figure]:
     """Per swept key: the box plot of best distances (Fig. 10), and the best images by value (Figs. 8,
-    11-12), one figure for each combination of the other swept keys' values."""
+    11-12), one figure for each combination of the other swept keys' values. `prefix` starts the file
+    names (the sweep's, where a folder holds several)."""
+    table = table[table["run"].isin([run.name for run in runs])]
     figures = []
     guided = table[table["variant"] == "guided"]
     for key in keys:
@@ -109,7 +123,7 @@ def sweep_figures(runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str],
         }
         means = {value: mean_interval(guided[column == value], "best_distance") for value in groups if groups[value]}
         if any(groups.values()):
-            path = plot_boxplot(key, groups, out / f"boxplot_{file_label(key)}.png", means)
+            path = plot_boxplot(key, groups, out / f"{prefix}boxplot_{file_label(key)}.png", means)
             figures.append(Figure(path, "boxplot", f"best distance per {key}", "Fig. 10 (App. B)"))
         others = [other for other in keys if other != key]
 
@@ -121,9 +135,17 @@ def sweep_figures(runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str],
             title = f"best image of each run by {key}" + (f" ({', '.join(fixed)})" if fixed else "")
             layout = by_swept_value(list(group), key, title)
             if layout is not None and len(layout.columns) > 1:
-                name = f"sweep_{file_label('__'.join([key, *fixed]))}"
+                name = f"{prefix}sweep_{file_label('__'.join([key, *fixed]))}"
                 figures.append(Figure(plot_image_table(layout, out / f"{name}.png"), "sweep", title, paper))
     return figures
+
+
+def grouping(groups: Sequence[Sweep]) -> str:
+    """How the runs were grouped, in a line: each sweep with its jobs and keys, then the runs alone."""
+    sweeps = [f"a sweep of {len(g.runs)} runs over {', '.join(g.keys)} ({g.name})" for g in groups if g.keys]
+    alone = sum(len(g.runs) for g in groups if not g.keys)
+    parts = sweeps + ([f"{alone} run(s) outside any sweep, not compared"] if alone else [])
+    return "grouped: " + "; ".join(parts)
 
 
 def run_figures(run: Run, keys: Sequence[str], out: Path, transfer: pd.DataFrame) -> list[Figure]:
@@ -243,14 +265,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {run.status}: {run.name}" + (f" ({run.message})" if run.message else ""))
 
     files, tables, sentences = write_table(table, out, "runs"), {"runs": table}, []
-    keys = swept_keys(runs)
+    groups = sweep_groups(runs)
+    grouped = {run.name: run for group in groups for run in group.runs}
+    runs = [grouped[run.name] for run in runs]  # each knowing its sweep's keys, in the folder's order
+    sweeps = [group for group in groups if group.keys]
+    keys = list(dict.fromkeys(key for group in sweeps for key in group.keys))
+    print(f"  {grouping(groups)}")
     figures_dir = out / FIGURES
     figures: list[Figure] = []
-    if keys:
-        sweep = sweep_tables(runs, table, keys, out)
+    if sweeps:
+        sweep = sweep_tables(sweeps, table, out)
         files, sentences = files + sweep["files"], sweep["trends"]
         tables |= sweep["tables"]
-        figures += sweep_figures(runs, table, keys, figures_dir)
+        for i, group in enumerate(sweeps):
+            prefix = f"sweep{i + 1}_" if len(sweeps) > 1 else ""
+            figures += sweep_figures(group.runs, table, group.keys, figures_dir, prefix)
     figures += gradient_figure(runs, keys, figures_dir)
     retained = retention_table(runs, keys)
     if not retained.empty:  # runs with an unguided baseline and an attributes config

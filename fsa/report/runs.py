@@ -12,7 +12,7 @@ import hashlib
 import math
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ class Run:
     message: str
     summary: dict[str, Any] | None
     config: dict[str, Any]
+    swept: tuple[str, ...] | None = None  # the keys its sweep varies (`sweep_groups`); None: not grouped yet
 
     @property
     def path(self) -> Path:
@@ -164,15 +165,49 @@ def lookup(config: dict[str, Any], dotted: str) -> Any:
     return None if isinstance(node, dict | list) else node
 
 
+def compared(key: str) -> bool:
+    """Whether an override key makes a run what it is: not progress, logger, resume, threads, ..., nor
+    Hydra's own keys."""
+    return key.split(".")[0].lstrip("~+") not in (*NOT_COMPARED, "hydra")
+
+
 def swept_keys(runs: Sequence[Run]) -> list[str]:
-    """Override keys whose value is not the same in every run, in order of first appearance; not the
-    keys that do not make a run what it is (progress, logger, resume, threads, ...), nor Hydra's own."""
+    """Override keys whose value is not the same in every run, in order of first appearance (only the
+    keys that make a run what it is)."""
     if len(runs) < 2:
         return []
     parsed = [parse_overrides(run.overrides) for run in runs]
-    keys = list(dict.fromkeys(key for p in parsed for key in p))
-    kept = [key for key in keys if key.split(".")[0].lstrip("~+") not in (*NOT_COMPARED, "hydra")]
-    return [key for key in kept if len({p.get(key) for p in parsed}) > 1]
+    keys = [key for key in dict.fromkeys(key for p in parsed for key in p) if compared(key)]
+    return [key for key in keys if len({p.get(key) for p in parsed}) > 1]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Runs that are one sweep's jobs: the same task, the same keys overridden, with other values in
+    `keys`. A run that shares its kind with no other is a sweep of one, with no keys."""
+
+    name: str  # what its runs share: their common overrides
+    runs: list[Run]
+    keys: list[str]
+
+
+def sweep_groups(runs: Sequence[Run]) -> list[Sweep]:
+    """The runs of a folder grouped by what they are, in order of first appearance. Hydra's multirun
+    gives every job the same override keys; runs made separately (a tiny debug run beside a real one)
+    override other keys and are not compared with each other."""
+    kinds: dict[tuple[str, frozenset[str]], list[Run]] = {}
+    for run in runs:
+        keys = frozenset(key for key in parse_overrides(run.overrides) if compared(key))
+        kinds.setdefault((run.task_name, keys), []).append(run)
+    groups = []
+    for found in kinds.values():
+        keys = swept_keys(found)
+        members = [replace(run, swept=tuple(keys)) for run in found]
+        shared = [
+            o for o in members[0].overrides if compared(o.partition("=")[0]) and all(o in m.overrides for m in members)
+        ]
+        groups.append(Sweep(" ".join(shared) or "(no overrides)", members, keys))
+    return groups
 
 
 def run_value(run: Run, key: str) -> str:
@@ -299,11 +334,15 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 FEW_VALUES = 5  # distinct values of a swept key below which a rank correlation is only a hint
+TREND_VALUES = 3  # distinct values of a swept key below which no trend is computed at all
 
 
 def trend_sentence(key: str, rho: float, n: int, metric: str = "best distance", values: int | None = None) -> str:
     """The plain-language reading of rho: falls / grows / no clear trend (|rho| < 0.3), with its sample
-    size; with fewer than FEW_VALUES distinct values of the key, said to be a hint, not a finding."""
+    size; with fewer than FEW_VALUES distinct values of the key, said to be a hint, not a finding, and
+    with fewer than TREND_VALUES, none."""
+    if values is not None and values < TREND_VALUES:
+        return f"{key} takes {values} value(s): too few for a trend; compare them in the sweep table (n = {n})"
     if not math.isfinite(rho):
         return f"too few distinct values to tell a trend of {metric} with {key} (n = {n})"
     caveat = ""
@@ -320,6 +359,7 @@ def trend_sentence(key: str, rho: float, n: int, metric: str = "best distance", 
 def trends(runs: Sequence[Run], table: pd.DataFrame, keys: Sequence[str]) -> list[dict[str, Any]]:
     """For each swept numeric key: rho between its value and the guided best distance of every sample."""
     guided = table[(table["variant"] == "guided") & np.isfinite(table["best_distance"].astype(float))]
+    guided = guided[guided["run"].isin([run.name for run in runs])]  # these runs' samples only
     found = []
     for key in keys:
         numbers = {run.name: as_number(run_value(run, key)) for run in runs if run.summary is not None}
@@ -363,6 +403,7 @@ def sweep_view(sweep: pd.DataFrame) -> pd.DataFrame:
     """sweep.csv as the App. C table is read: mean ± std, runs (complete), n."""
     return pd.DataFrame(
         {
+            **({"sweep": sweep["sweep"]} if "sweep" in sweep else {}),  # a folder of several sweeps
             "key": sweep["key"],
             "value": sweep["value"],
             "variant": sweep["variant"],
@@ -391,7 +432,7 @@ def sweep_markdown(sweep: pd.DataFrame) -> str:
 
 def run_label(run: Run, keys: Sequence[str]) -> str:
     """A short file-name part: `<job number>_<swept key>=<value>` for a sweep's job, else the folder name."""
-    head = run.name.split("_", 1)[0]
+    head, keys = run.name.split("_", 1)[0], run.swept if run.swept is not None else keys
     if keys and head.isdigit():
         return file_label("_".join([head, *(f"{key}={run_value(run, key)}" for key in keys)]))
     return file_label(run.name)
@@ -409,7 +450,9 @@ def file_label(text: str) -> str:
 def run_title(run: Run, keys: Sequence[str]) -> str:
     """How figures name a run: its swept values (`guidance.w_g=4`) in a sweep, else its overrides,
     with the extractor it ran when the summary says."""
-    parts = [f"{key}={run_value(run, key)}" for key in keys] or list(run.overrides) or [run.name]
+    keys = run.swept if run.swept is not None else keys  # its own sweep's keys, once grouped
+    own = [override for override in run.overrides if compared(override.partition("=")[0])]
+    parts = [f"{key}={run_value(run, key)}" for key in keys] or own or [run.name]
     extractor = (run.summary or {}).get("extractor")
     return " ".join(parts) + (f" ({extractor})" if extractor else "")
 
