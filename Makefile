@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# torch and torchvision first, pinned: these builds are on local disk here (see README).
+# torch and torchvision first, pinned (README, "Quick start"): the builds this project is tested with.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: help install run test test-fast bench gpu-check study lint format clean

@@ -511,7 +511,7 @@ def loaded(multirun: Path) -> list:
 def test_final_and_best_layout_is_the_papers_figs_3_4(multirun, multirun_report):
     run = loaded(multirun)[1]  # w_g = 1
     table = final_and_best(run, "t")
-    runs = [f"run {s + 1} (seed {s})" for s in range(SAMPLES)]
+    runs = [f"sample {s} (seed {s})" for s in range(SAMPLES)]
     assert table.columns == ["actual image", *(f"{r}\n{kind}" for r in runs for kind in ("final", "best"))]
     assert [label for label, _ in table.rows] == list(TARGETS)
     for number, (target, cells) in enumerate(table.rows):
@@ -544,7 +544,7 @@ def test_best_with_baselines_layout_is_the_papers_figs_5_7(multirun, multirun_re
 def test_by_swept_value_layout_is_the_papers_figs_11_12_with_failed_values_kept(multirun, multirun_report):
     table = by_swept_value(loaded(multirun), "guidance.w_g", "t")
     values = ["0.5", "1", "2", "4", "8"]  # numeric order; 4 was interrupted, 8 failed
-    assert table.columns[1:] == [f"guidance.w_g={v}\nrun {s + 1} (seed {s})" for v in values for s in range(SAMPLES)]
+    assert table.columns[1:] == [f"guidance.w_g={v}\nsample {s} (seed {s})" for v in values for s in range(SAMPLES)]
     assert [label for label, _ in table.rows] == list(TARGETS)
     for number, (_, cells) in enumerate(table.rows):
         for i, value in enumerate(values):

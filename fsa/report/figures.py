@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from fsa.pictures import OKABE_ITO
@@ -240,25 +241,46 @@ def plot_curves(title: str, table: pd.DataFrame, path: Path) -> Path | None:
         return None
     curves = best_so_far(table)
     targets = list(dict.fromkeys(curves["target"]))
-    columns = min(5, len(targets))
+    columns = min(4, len(targets))
     rows = math.ceil(len(targets) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows + 0.4), squeeze=False)
+    # At least 6.4 in wide (640 px): one target's panel is readable without zooming.
+    width = max(6.4, 3.6 * columns)
+    height = 3.0 * rows + 1.2
+    figure, axes = plt.subplots(rows, columns, figsize=(width, height), squeeze=False)
     for ax, target in zip(axes.flat, targets, strict=False):
         for sample, curve in curves[curves["target"] == target].groupby("sample"):
             line = colour(int(sample))
-            ax.plot(curve["iteration"], curve["current"], color=line, lw=0.8, alpha=0.7, label=f"run {int(sample) + 1}")
+            ax.plot(curve["iteration"], curve["current"], color=line, lw=0.8, alpha=0.7, label=f"sample {int(sample)}")
             ax.plot(curve["iteration"], curve["best"], color=line, lw=1.6, ls="--")
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
         ax.set_title(str(target), fontsize=FONT)
         ax.set_xlabel("guided iteration", fontsize=FONT)
         ax.set_ylabel("squared distance", fontsize=FONT)
         ax.grid(alpha=0.3, which="both")
     for ax in list(axes.flat)[len(targets) :]:
         ax.axis("off")
-    axes[0, 0].legend(fontsize=FONT - 2, title="solid: current, dashed: best", title_fontsize=FONT - 2)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    # The legend, titled with how to read the lines, below the panels: never over the data.
+    figure.legend(
+        handles,
+        labels,
+        loc="lower center",
+        ncol=min(len(labels), 6),
+        fontsize=FONT - 1,
+        frameon=False,
+        title=CURVES_KEY,
+        title_fontsize=FONT - 1,
+    )
     figure.suptitle(title, fontsize=FONT + 1)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.8 / height, 1, 1))
     return save_figure(figure, path)
+
+
+CURVES_KEY = (
+    "solid: the current (pre-guidance) distance; dashed: the best so far, which counts each iteration's "
+    "post-guidance check too,\nso it can lie below the current one from the first iteration on"
+)
 
 
 def clip_lines(values: np.ndarray, c: float, mode: str) -> list[float]:

@@ -50,7 +50,7 @@ def distance_caption(distance: float) -> str:
 
 
 def run_header(record: SampleResult) -> str:
-    return f"run {record.sample + 1} (seed {record.seed})"
+    return f"sample {record.sample} (seed {record.seed})"
 
 
 def best_cell(run: Run, record: SampleResult) -> Cell:
@@ -126,7 +126,7 @@ def by_swept_value(runs: Sequence[Run], key: str, title: str) -> ImageTable | No
         return None
     samples = sorted({r.sample for run in complete for r in run.samples(GUIDED)})
     seeds = {r.sample: r.seed for run in complete for r in run.samples(GUIDED)}
-    columns = ["actual image"] + [f"{key}={value}\nrun {s + 1} (seed {seeds[s]})" for value in values for s in samples]
+    columns = ["actual image"] + [f"{key}={value}\nsample {s} (seed {seeds[s]})" for value in values for s in samples]
     targets: dict[int, tuple[Run, SampleResult]] = {}
     for run in complete:
         for record in run.samples(GUIDED):

@@ -29,7 +29,7 @@ def write_overview(
     sample_ids = sorted({record.sample for record in samples[GUIDED]})
     columns = [("target", "")]
     for variant in variants:
-        columns += [(variant, f"s{i} {kind}") for i in sample_ids for kind in ("best", "final")]
+        columns += [(variant, f"sample {i} {kind}") for i in sample_ids for kind in ("best", "final")]
     rows = []
     for index in sorted(by_target):
         records = by_target[index]
