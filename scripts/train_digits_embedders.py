@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from fsa.diffusion.backbones import DiffusionBackbone, load_pixel_diffusion
 from fsa.diffusion.samplers import strided_timesteps
 from fsa.embedding import ddim
 from fsa.embedding.networks import KINDS, build, parameter_count, save
+from fsa.tracking.progress import LoopProgress
 
 DEFAULT_OUT = ASSETS_DIR / "digits" / "embedders"
 LEARNING_RATES = {"conv1": 1e-2, "conv3": 3e-3, "unet": 1e-3}
@@ -35,9 +37,13 @@ LEARNING_RATES = {"conv1": 1e-2, "conv3": 3e-3, "unet": 1e-3}
 def make_pairs(backbone: DiffusionBackbone, count: int, timesteps: list[int], seed: int) -> tuple[torch.Tensor, ...]:
     """(images, seeds): `count` seeds x_T ~ N(0, I) and what the generator makes of them."""
     seeds = torch.randn(count, *backbone.latent_shape, generator=torch.Generator().manual_seed(seed))
+    chunks, images = seeds.split(500), []
+    progress = LoopProgress(f"generating {count} pairs", len(chunks))
     with torch.no_grad():
-        images = torch.cat([ddim.generate(backbone, chunk, timesteps) for chunk in seeds.split(500)])
-    return images, seeds
+        for done, chunk in enumerate(chunks, start=1):
+            images.append(ddim.generate(backbone, chunk, timesteps))
+            progress(done, f"{done * 500 if done < len(chunks) else count} images")
+    return torch.cat(images), seeds
 
 
 def reconstruction_mse(backbone: DiffusionBackbone, network: torch.nn.Module, images: torch.Tensor, timesteps) -> float:
@@ -53,7 +59,9 @@ def train(kind: str, images: torch.Tensor, seeds: torch.Tensor, epochs: int, bat
     optimiser = torch.optim.Adam(network.parameters(), lr=LEARNING_RATES[kind])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, epochs * (len(images) // batch_size + 1))
     generator = torch.Generator().manual_seed(seed)
-    losses = []
+    losses: list[float] = []
+    batches = -(-len(images) // batch_size)
+    progress = LoopProgress(f"training {kind}", epochs * batches)
     for _ in range(epochs):
         order = torch.randperm(len(images), generator=generator)
         for batch in order.split(batch_size):
@@ -63,6 +71,7 @@ def train(kind: str, images: torch.Tensor, seeds: torch.Tensor, epochs: int, bat
             optimiser.step()
             schedule.step()
             losses.append(loss.item())
+            progress(len(losses), f"seed MSE {sum(losses[-50:]) / len(losses[-50:]):.4f}")
     return network.eval().requires_grad_(False), sum(losses[-50:]) / len(losses[-50:])
 
 
@@ -113,6 +122,7 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # the progress lines, every 30 s
 
     torch.use_deterministic_algorithms(True)
     backbone = load_pixel_diffusion(str(ASSETS_DIR / "digits" / "ddpm"), "unet")

@@ -1,6 +1,7 @@
 """The embedded digits setup: data split, targets, CNN, oracle, training scripts, and the proof."""
 
 import json
+import logging
 import math
 
 import pytest
@@ -71,7 +72,7 @@ def test_mean_pairwise_distance():
     assert mean_pairwise_distance(features[:1]) is None
 
 
-def test_training_scripts_produce_loadable_checkpoints(tmp_path):
+def test_training_scripts_produce_loadable_checkpoints(tmp_path, caplog):
     ddpm = load_script("train_digits_diffusion").train(
         steps=2, batch_size=8, lr=1e-3, ema_decay=0.9, seed=0, out=tmp_path / "ddpm", log_every=1
     )
@@ -84,8 +85,10 @@ def test_training_scripts_produce_loadable_checkpoints(tmp_path):
     assert plain["architecture"] == "plain" and load_pixel_diffusion(str(tmp_path / "plain"), "unet").latent_shape
     embedders = load_script("train_digits_embedders")  # pairs made by the model itself, one epoch
     images, seeds = embedders.make_pairs(model, 16, strided_timesteps(1000, 2), seed=0)
-    network, loss = embedders.train("conv3", images, seeds, epochs=1, batch_size=8, seed=0)
+    with caplog.at_level(logging.INFO, logger="fsa"):
+        network, loss = embedders.train("conv3", images, seeds, epochs=1, batch_size=8, seed=0)
     assert images.shape == seeds.shape == (16, 1, 16, 16) and math.isfinite(loss)
+    assert "training conv3: iteration 2/2, seed MSE" in caplog.text  # long loops say how far they are
     assert network(images).shape == images.shape
     cnn = load_script("train_digits_cnn").train(
         epochs=1, batch_size=256, lr=1e-3, seed=0, out=tmp_path / "cnn.safetensors"
