@@ -15,7 +15,7 @@ tolerance stated here and asserted in tests/test_speed.py:
     paper's 2022-era code ran (as channels_last: 2e-3 relative over 9 iterations).
 Precision (bf16/fp16 autocast, distance in fp32) is the top-level `dtype`, and thinning the
 post-guidance check is `guidance.post_check_every`: those two change results beyond rounding, and
-their effect on best distance is measured (README, "Speed and memory").
+their effect on best distance is measured (docs/speed.md, "Speed and memory").
 """
 
 from __future__ import annotations

@@ -81,3 +81,41 @@ def test_every_file_named_exists_and_nothing_outside_the_repository_is_cited(doc
 
 def test_the_readme_is_for_a_newcomer():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 200
+
+
+# A section cited by name: `docs/x.md, 'Section'`, `README, "Section"` (a comment may break the line).
+CITED_SECTION = re.compile(r"(README(?:\.md)?|docs/[\w-]+\.md),\s*(?:#\s*)?[\"']([^\"'\n]+)[\"']")
+CITING = [
+    *DOCUMENTS,
+    ROOT / "Makefile",
+    *sorted((ROOT / "fsa").rglob("*.py")),
+    *sorted((ROOT / "fsa" / "conf").rglob("*.yaml")),
+    *sorted((ROOT / "scripts").glob("*.*")),
+]
+
+
+def headings(document: Path) -> list[str]:
+    return [line.lstrip("#").strip().lower() for line in document.read_text().splitlines() if line.startswith("#")]
+
+
+def test_every_section_cited_by_name_exists():
+    """ "see README, 'Speed and memory'" must lead somewhere: the named heading exists in that file."""
+    cited = [(file, *match) for file in CITING for match in CITED_SECTION.findall(file.read_text())]
+    assert len(cited) >= 3  # the pattern does find them
+    broken = []
+    for file, document, section in cited:
+        target = ROOT / ("README.md" if document.startswith("README") else document)
+        if not target.is_file() or not any(h.startswith(section.lower()) for h in headings(target)):
+            broken.append(f"{file.relative_to(ROOT)} cites {document}, '{section}'")
+    assert not broken
+
+
+def test_help_lists_every_group_the_configuration_page_documents():
+    """docs/configuration.md's group table and `fsa --help` (what the README says it prints) agree."""
+    from fsa.cli import groups
+
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    table = page.split("## Groups", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `(\w+)` \|", table, flags=re.M)
+    listed = [line.split()[0] for line in groups().splitlines()]
+    assert documented and sorted(documented) == sorted(listed)

@@ -33,8 +33,8 @@ class GuidanceOptions:
     early_steps, early_k, k: the K schedule: K = early_k recurrences for the first
       early_steps timesteps, then k (1000 for 5 steps, then 8: 12,960 iterations for DDPM 1000).
     late_steps, late_k: K = late_k for the last late_steps timesteps instead (0: none, the paper).
-      Not in the paper: on the digits setup the distance falls mostly at low noise (README,
-      "Fewer iterations for the same distance"), where extra recurrences pay off.
+      Not in the paper: on the digits setup the distance falls mostly at low noise (docs/speed.md,
+      "Fewer iterations for the same distances"), where extra recurrences pay off.
     gradient: what g in Eq. 3 is taken with respect to. "z_t" (the paper): through the UNet, the
       decoder and f. "z0_hat": at z0_hat with the UNet's eps held fixed, so no backward pass
       through the UNet (the manifold-preserving shortcut; docs/method.md, "Cheaper gradients").
