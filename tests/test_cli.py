@@ -102,13 +102,13 @@ def test_a_failed_job_does_not_stop_or_spoil_the_sweep(tmp_path):
         f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 1, result.stderr  # after every job ran, with one line per failed job
-    assert "fsa: job 1_dataset=images,debug=tiny did not complete: TargetError" in result.stderr
+    assert "fsa: job 1_dataset=images,debug=tiny did not complete: MissingPiecesError" in result.stderr
     assert "1 of 3 job(s) did not complete" in result.stderr
     jobs = sorted(p for p in sweep.iterdir() if p.name[0].isdigit())
     assert [p.name for p in jobs] == [f"{i}_dataset=images,debug=tiny" for i in range(3)]
     assert (sweep / ".submitit").is_dir()
     failure = json.loads((jobs[1] / "failure.json").read_text())
-    assert failure["error"] == "TargetError" and "missing.png" in failure["message"]
+    assert failure["error"] == "MissingPiecesError" and "missing.png" in failure["message"]
     assert not (jobs[1] / "summary.json").exists()
     for job in (jobs[0], jobs[2]):
         assert summary_of(job)["status"] == "complete" and not (job / "failure.json").exists()
