@@ -115,7 +115,11 @@ def main() -> None:
         print(HELP.format(groups=groups()), end="")
         return
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises config errors instead of printing them
-    sys.argv[1:] = [deselect(argument) for argument in sys.argv[1:]]
+    arguments = last_choice_wins(sys.argv[1:])
+    conflict = removed_yet_set(arguments)
+    if conflict:
+        refuse(conflict)
+    sys.argv[1:] = [deselect(argument) for argument in arguments]
     try:
         app()
     except (HydraException, OmegaConfBaseException) as error:
@@ -127,6 +131,37 @@ def deselect(argument: str) -> str:
     logger=null: no W&B run). Hydra itself rejects a null group choice with a traceback."""
     group, _, value = argument.partition("=")
     return f"~{group}" if value == "null" and (CONF_DIR / group).is_dir() else argument
+
+
+def group_choice(argument: str) -> tuple[str, str] | None:
+    """(group, option) for `group=option`, `~group` (option "null"); None for any other argument."""
+    key, sep, value = argument.partition("=")
+    group = key.lstrip("+~")
+    if "." in group or not (CONF_DIR / group).is_dir():
+        return None
+    return (group, "null") if argument.startswith("~") else (group, value) if sep else None
+
+
+def last_choice_wins(arguments: list[str]) -> list[str]:
+    """`logger=null ... logger=wandb`: a group removed and chosen again is chosen (Hydra would remove it
+    after the choice and fail): the removal is dropped."""
+    last = {choice[0]: choice[1] for argument in arguments if (choice := group_choice(argument))}
+    return [
+        argument
+        for argument in arguments
+        if not ((choice := group_choice(argument)) and choice[1] == "null" and last[choice[0]] != "null")
+    ]
+
+
+def removed_yet_set(arguments: list[str]) -> str | None:
+    """`logger=null logger.mode=online`: a key set inside a group whose last choice removes it (Hydra
+    fails on it with an internal assertion); the problem in a line, else None."""
+    last_choice = {choice[0]: choice[1] for argument in arguments if (choice := group_choice(argument))}
+    for argument in arguments:
+        group = argument.lstrip("+~").partition("=")[0].partition(".")[0]
+        if "." in argument.partition("=")[0] and last_choice.get(group) == "null":
+            return f"{group}=null removes {group}, so '{argument}' has nothing to set; drop one of the two"
+    return None
 
 
 def one_line(error: BaseException) -> str:

@@ -208,3 +208,11 @@ def test_a_wrong_option_offers_only_the_real_choices():
     assert "schema" not in result.stderr
     local = next(line for line in fsa("--help").stdout.splitlines() if line.strip().startswith("local"))
     assert "example" not in local.split("(")[0]  # the example is a template, not an option
+
+
+def test_a_key_set_in_a_removed_group_is_refused_and_a_group_chosen_again_is_chosen(tmp_path):
+    result = fsa("debug=tiny", "logger=null", "logger.mode=online", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "logger=null removes logger, so 'logger.mode=online' has nothing to set" in result.stderr
+    chosen = fsa("debug=tiny", "logger=null", "logger=wandb", "logger.mode=offline", "--cfg", "job")
+    assert chosen.returncode == 0 and "logger:\n  mode: offline" in chosen.stdout
