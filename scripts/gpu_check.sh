@@ -6,6 +6,7 @@
 #   scripts/gpu_check.sh [OUT_DIR]            # about 6.5 minutes on an H200; default outputs/gpu_check
 #   scripts/gpu_check.sh --compile [OUT_DIR]  # the torch.compile'd variants alone (minutes of compiling each)
 #   scripts/gpu_check.sh --gradients [OUT_DIR] # stages 1, 2 and the schedules and gradients (about 5.5 min)
+#   scripts/gpu_check.sh --profile [OUT_DIR]   # the iteration part by part, then whole schedules at batch 3
 #
 # Default stages, each under its own time limit so that a slow one cannot starve the rest:
 #   1. the `gpu` tests (speed options on CUDA against the plain CUDA path);
@@ -18,13 +19,16 @@
 #   the paper schedule (sampler=ddpm guidance=paper) and `sampler=fast guidance=fast` at 512 px with
 #   CLIP RN50: each schedule's guided iteration timed, times its iterations: time per sample; and the
 #   cheaper gradients (guidance.gradient=z0_hat, guidance.backward_steps) alone, beside the paper's.
+# --profile runs scripts/profile_iteration.py at 512 px (CLIP RN50 at batch 1 and 3, ViT-H/14 at batch
+#   1: each part's GPU time, kernels and the host synchronisations per iteration, the top kernels), then
+#   the paper schedule and `fast` at the presets' batch of 3 (time per image), for docs/measurements/.
 # --compile instead benchmarks `fast` (speed=fast, torch.compile included) and `compile` alone: measured
 # on an H200 (16 CPU cores), compiling SD's UNet, VAE and an extractor forward and backward took more
 # than two minutes per process, which does not fit beside the rest in one short run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=default
-if [ "${1:-}" = "--compile" ] || [ "${1:-}" = "--gradients" ]; then mode=${1#--}; shift; fi
+case "${1:-}" in --compile | --gradients | --profile) mode=${1#--}; shift ;; esac
 out=${1:-outputs/gpu_check}
 py=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 peak=${PEAK_TFLOPS:-989}  # H100/H200 SXM dense bf16 peak; only scales the "fraction of peak" column
@@ -61,6 +65,13 @@ if [ "$mode" = compile ]; then
     --json "$out/compile_clip_rn50.json"
   stage compile_vit_h14 200 "${bench[@]}" --extractor vit_h14 --compare faithful fast \
     --json "$out/compile_vit_h14.json"
+elif [ "$mode" = profile ]; then
+  profile=("$py" scripts/profile_iteration.py --image-size 512)
+  stage profile_clip_rn50 90 "${profile[@]}" --extractor clip_rn50 --out "$out/profile_clip_rn50"
+  stage profile_clip_rn50_batch3 90 "${profile[@]}" --extractor clip_rn50 --batch 3 --out "$out/profile_clip_rn50_batch3"
+  stage profile_vit_h14 100 "${profile[@]}" --extractor vit_h14 --out "$out/profile_vit_h14"
+  stage schedules_batch3 120 "${bench[@]}" --extractor clip_rn50 --batch 3 --compare paper_schedule fast_schedule \
+    --json "$out/schedules_clip_rn50_batch3.json"
 elif [ "$mode" = gradients ]; then
   main_job
   gradients

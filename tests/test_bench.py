@@ -169,3 +169,23 @@ def test_digits_flops_have_no_decoder(tmp_path):
     parts = json.loads((tmp_path / "d.json").read_text())["flops_per_part"]
     assert parts["vae_decode_fwd_bwd"] == 0 and parts["unet_fwd_bwd"] > 0
     assert parts["backward_guidance"] == parts["extractor_fwd_bwd"] > 0
+
+
+def test_the_profile_names_every_part_of_a_real_iteration(tmp_path):
+    """scripts/profile_iteration.py on the tiny components (CPU): every part of the decoder's iteration
+    is found, the backward split by the forward part it belongs to, shares adding up, files written."""
+    profiler = load_script("profile_iteration")
+    result = profiler.main(
+        ["--tiny", "--image-size", "32", "--iterations", "2", "--warmup", "1", "--out", str(tmp_path)]
+    )
+    parts = {p["part"]: p for p in result["parts"]}
+    for part in ("unet", "decode", "extract", "guide", "report", "sampler", "post_check/decode", "post_check/extract"):
+        assert parts[part]["ms_per_iteration"] > 0 and parts[part]["kernels_per_iteration"] > 0, part
+    for part in ("unet", "decode", "extract"):  # the gradient of Eq. 2 flows back through all three
+        assert parts[f"backward: {part}"]["ms_per_iteration"] > 0
+    assert sum(p["share"] for p in result["parts"]) == pytest.approx(1.0)
+    assert parts["unet"]["kernels_per_iteration"] > parts["sampler"]["kernels_per_iteration"]
+    assert result["syncs_per_iteration"] >= 1  # the best image's bookkeeping reads distances back (nonzero)
+    assert result["top"] and result["measure"].startswith("CPU")
+    assert json.loads((tmp_path / "profile.json").read_text())["parts"] == result["parts"]
+    assert "| unet |" in (tmp_path / "profile.md").read_text()

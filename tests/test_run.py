@@ -39,6 +39,11 @@ def test_summary_is_written_and_complete(guided):
         assert s["best_distance"] <= s["final_distance"]
         assert s["seed"] == cfg.seed + s["sample"]
     assert on_disk["peak_memory_mb"] > 0 and on_disk["wall_time_s"] > 0
+    speed = on_disk["speed"]  # one batch of 2 samples: its time, per iteration and per sample
+    assert speed["guided_decode_s"] == pytest.approx(on_disk["samples"][0]["wall_time_s"])
+    assert speed["seconds_per_iteration"] == pytest.approx(speed["guided_decode_s"] / iterations)
+    assert speed["seconds_per_sample"] == pytest.approx(speed["guided_decode_s"] / 2)
+    assert speed["samples_per_batch"] == 2 and speed["guided_decode_s"] < on_disk["wall_time_s"]
     assert on_disk["intervals"]["mean_best_distance"] is None  # one target: no interval over targets
     assert (out / "config.yaml").exists()
 

@@ -6,11 +6,13 @@ docs/method.md explains each step; the comments name the paper's equations.
 """
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.diffusion.samplers import History, Sampler
@@ -25,6 +27,12 @@ from fsa.guidance.feature_guidance import (
 )
 
 PRE, POST = "pre", "post"
+
+
+def region(part: str) -> AbstractContextManager[Any]:
+    """A named part of the iteration (`fsa.<part>`) for torch.profiler, which times each part of a real
+    iteration (scripts/profile_iteration.py); nothing at all when no profiler runs."""
+    return record_function(f"fsa.{part}") if torch.autograd._profiler_enabled() else nullcontext()
 
 
 @dataclass(frozen=True)
@@ -173,27 +181,32 @@ def guided_decode(
             run.counts["unet"] += 1
             if guidance.enabled:
                 eps, image, distance, cosine, grad = guidance_gradient(run, z, t, abar_t, guidance.gradient)
-                eps_guided, stats = guidance.guide(eps, grad)  # normalise, clip, Eq. 3
+                with region("guide"):
+                    eps_guided, stats = guidance.guide(eps, grad)  # normalise, clip, Eq. 3
                 if guidance.backward_steps:  # the printed sign (direction=ascend) flips these steps too
                     lr = guidance.sign * guidance.backward_lr
-                    eps_guided = backward_guidance(run, z, eps_guided, abar_t, guidance.backward_steps, lr)
+                    with region("backward_guidance"):
+                        eps_guided = backward_guidance(run, z, eps_guided, abar_t, guidance.backward_steps, lr)
             else:
-                with torch.no_grad(), run.autocast:
+                with torch.no_grad(), run.autocast, region("unet"):
                     eps = backbone.predict_noise(z, t)
                 image, distance, cosine = run.score_x0(z, eps, abar_t)
                 eps_guided, stats = eps.float(), None
             run.report(step, t, k, PRE, image, distance, cosine, stats)
             if guidance.checks_post(k, recurrences):  # the authors' extra check of z0' from eps'
-                run.report(step, t, k, POST, *run.score_x0(z, eps_guided, abar_t), None)
+                with region("post_check"):
+                    scored = run.score_x0(z, eps_guided, abar_t)
+                run.report(step, t, k, POST, *scored, None)
 
-            z = z.detach()
-            step_noise = initial_noise(generators, z.shape[1:], device) if sampler.stochastic else None
-            z_prev = sampler.step(z, eps_guided, abar_t, abar_prev, step_noise, run.history)  # Eq. 4
-            if k < recurrences - 1:  # Eq. 5: back to t; after the last k, move on without re-noising
-                z = renoise(z_prev, abar_t, abar_prev, initial_noise(generators, z.shape[1:], device))
-            else:
-                run.remember(sampler, z, eps_guided, abar_t)
-                z = z_prev
+            with region("sampler"):
+                z = z.detach()
+                step_noise = initial_noise(generators, z.shape[1:], device) if sampler.stochastic else None
+                z_prev = sampler.step(z, eps_guided, abar_t, abar_prev, step_noise, run.history)  # Eq. 4
+                if k < recurrences - 1:  # Eq. 5: back to t; after the last k, move on without re-noising
+                    z = renoise(z_prev, abar_t, abar_prev, initial_noise(generators, z.shape[1:], device))
+                else:
+                    run.remember(sampler, z, eps_guided, abar_t)
+                    z = z_prev
             run.counts["iterations"] += 1
             if on_iteration is not None:
                 on_iteration(run.snapshot(z, step, k + 1) if k + 1 < recurrences else run.snapshot(z, step + 1, 0))
@@ -216,12 +229,15 @@ def guidance_gradient(
         z_in = z.detach().requires_grad_()
         with torch.enable_grad():
             with run.autocast:
-                eps = backbone.predict_noise(z_in, t)  # the gradient flows through the UNet
-                image = backbone.decode(predict_x0(z_in, eps, abar_t))
+                with region("unet"):
+                    eps = backbone.predict_noise(z_in, t)  # the gradient flows through the UNet
+                with region("decode"):
+                    image = backbone.decode(predict_x0(z_in, eps, abar_t))
             distance, cosine = run.score(image)
-            (grad,) = torch.autograd.grad(distance.sum(), z_in)
+            with region("backward"):
+                (grad,) = torch.autograd.grad(distance.sum(), z_in)
         return eps.detach().float(), image, distance, cosine, grad
-    with torch.no_grad(), run.autocast:
+    with torch.no_grad(), run.autocast, region("unet"):
         eps = backbone.predict_noise(z, t)
     image, distance, cosine, grad = run.score_with_gradient(predict_x0(z, eps, abar_t))
     return eps.float(), image, distance, cosine, grad
@@ -284,15 +300,15 @@ class DecodeRun:
     def score(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Eq. 2 (and the cosine) of decoded images against the target, per sample."""
         self.counts["features"] += 1
-        with self.autocast:
+        with self.autocast, region("extract"):
             features = self.extractor(self.extractor.prepare_generated(image))
-        return squared_distance(features, self.target), cosine_similarity(features, self.target)
+            return squared_distance(features, self.target), cosine_similarity(features, self.target)
 
     def score_x0(self, z: Tensor, eps: Tensor, abar_t: float) -> tuple[Tensor, Tensor, Tensor]:
         """z0_hat of z_t and eps (Eq. 1) decoded (line 6) and scored (Eq. 2), without a gradient:
         the image, its distance and its cosine."""
         with torch.no_grad():
-            with self.autocast:
+            with self.autocast, region("decode"):
                 image = self.backbone.decode(predict_x0(z, eps, abar_t))
             distance, cosine = self.score(image)
         return image, distance, cosine
@@ -301,10 +317,11 @@ class DecodeRun:
         """D(x0), its distance and cosine (Eq. 2), and the distance's gradient with respect to x0."""
         x0 = x0.detach().requires_grad_()
         with torch.enable_grad():
-            with self.autocast:
+            with self.autocast, region("decode"):
                 image = self.backbone.decode(x0)
             distance, cosine = self.score(image)
-            (grad,) = torch.autograd.grad(distance.sum(), x0)
+            with region("backward"):
+                (grad,) = torch.autograd.grad(distance.sum(), x0)
         return image, distance, cosine, grad
 
     def report(
@@ -318,22 +335,23 @@ class DecodeRun:
         cosine: Tensor,
         stats: GuidanceStats | None,
     ) -> None:
-        self.best.update(distance, image, t, k, phase)
-        if self.callback is not None:
-            self.callback(
-                Evaluation(
-                    self.counts["iterations"],
-                    step,
-                    t,
-                    k,
-                    phase,
-                    distance.detach().cpu(),
-                    cosine.detach().cpu(),
-                    image.detach(),
-                    self.best.distance.clone(),
-                    stats,
+        with region("report"):  # the best image so far and the listeners (their host reads included)
+            self.best.update(distance, image, t, k, phase)
+            if self.callback is not None:
+                self.callback(
+                    Evaluation(
+                        self.counts["iterations"],
+                        step,
+                        t,
+                        k,
+                        phase,
+                        distance.detach().cpu(),
+                        cosine.detach().cpu(),
+                        image.detach(),
+                        self.best.distance.clone(),
+                        stats,
+                    )
                 )
-            )
 
     def snapshot(self, z: Tensor, step: int, k: int) -> Callable[[], DecodeState]:
         """A function that takes the state before iteration (step, k), for `on_iteration`."""

@@ -67,6 +67,8 @@ class GuideTask(Declaration):
         "network_evaluations_per_sample",
         "feature_evaluations_per_sample",
         "proof.distance_ratio",
+        "speed.seconds_per_sample",
+        "speed.seconds_per_iteration",
         "wall_time_s",
     )
 

@@ -175,6 +175,19 @@ def make_plan(job: Job, models: Models) -> Plan:
     return plan
 
 
+def speed_figures(plan: Plan, guided: list[SampleResult]) -> dict[str, float]:
+    """The guided decoding's time, from each batch's wall time: per guided iteration of a batch (all its
+    samples at once), per sample, and in all (this process's time: a resumed batch counts from the resume)."""
+    starts = [sum(len(batch) for batch in plan.batches[:i]) for i in range(len(plan.batches))]
+    seconds = sum(guided[start].wall_time_s for start in starts)
+    return {
+        "guided_decode_s": seconds,
+        "seconds_per_iteration": seconds / (plan.iterations * len(plan.batches)),
+        "seconds_per_sample": seconds / len(guided),
+        "samples_per_batch": max(len(batch) for batch in plan.batches),
+    }
+
+
 def decode(job: Job, models: Models, plan: Plan, series: EvaluationSeries | None) -> dict[str, list[SampleResult]]:
     """3. Every variant, batch by batch, resuming where the checkpoint left off."""
     saved: GuideState | None = job.saved
@@ -217,6 +230,7 @@ def summarise(
         "sampler": OmegaConf.to_container(job.cfg.sampler),
         "timesteps": plan.timesteps,
         "guided_iterations_per_sample": plan.iterations,
+        "speed": speed_figures(plan, guided),
         "network_evaluations_per_sample": sum(r.network_evaluations for r in guided) / len(guided),
         "feature_evaluations_per_sample": sum(r.feature_evaluations for r in guided) / len(guided),
         "batch_size": plan.samples_per_target,
