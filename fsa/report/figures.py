@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from fsa.pictures import OKABE_ITO
+from fsa.pictures import OKABE_ITO, log_scale
 from fsa.report.layouts import RING, ImageTable, PanelTable
 from fsa.report.runs import variant_order
 
@@ -188,7 +188,7 @@ def plot_boxplot(
             shown = True
     flat = [v for values in data for v in values]
     if min(flat) > 0 and max(flat) / min(flat) > 50:
-        axes.set_yscale("log")
+        log_scale(axes)
     axes.set_xlabel(key, fontsize=FONT + 1)
     axes.set_ylabel("best squared feature distance", fontsize=FONT + 1)
     axes.set_title(f"best distance per {key} (guided, {len(flat)} samples)", fontsize=FONT + 1)
@@ -252,14 +252,15 @@ def plot_curves(title: str, table: pd.DataFrame, path: Path) -> Path | None:
             line = colour(int(sample))
             ax.plot(curve["iteration"], curve["current"], color=line, lw=0.8, alpha=0.7, label=f"sample {int(sample)}")
             ax.plot(curve["iteration"], curve["best"], color=line, lw=1.6, ls="--")
-        ax.set_yscale("log")
+        log_scale(ax)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
         ax.set_title(str(target), fontsize=FONT)
-        ax.set_xlabel("guided iteration", fontsize=FONT)
-        ax.set_ylabel("squared distance", fontsize=FONT)
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(targets) :]:
         ax.axis("off")
+    # Once for all panels (fewer texts to lay out), the x label just above the legend.
+    figure.supxlabel("guided iteration", fontsize=FONT, y=0.8 / height, va="bottom")
+    figure.supylabel("squared feature distance", fontsize=FONT)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     # The legend, titled with how to read the lines, below the panels: never over the data.
     figure.legend(
@@ -273,7 +274,7 @@ def plot_curves(title: str, table: pd.DataFrame, path: Path) -> Path | None:
         title_fontsize=FONT - 1,
     )
     figure.suptitle(title, fontsize=FONT + 1)
-    figure.tight_layout(rect=(0, 0.8 / height, 1, 1))
+    figure.tight_layout(rect=(0, 1.0 / height, 1, 1))
     return save_figure(figure, path)
 
 
@@ -379,7 +380,7 @@ def plot_transfer(title: str, table: pd.DataFrame, path: Path, kind: str = "best
             label=variant,
         )
     axes.axvline(1.0, color="#555555", ls=":", lw=1)
-    axes.set_xscale("log")
+    log_scale(axes, "x")
     axes.set_yticks(range(len(checks)), list(reversed(checks)), fontsize=FONT)
     axes.set_xlabel(
         "ratio (log): judges over the unguided images'; after changes over the target image's", fontsize=FONT
