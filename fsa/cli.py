@@ -142,10 +142,15 @@ def group_choice(argument: str) -> tuple[str, str] | None:
     return (group, "null") if argument.startswith("~") else (group, value) if sep else None
 
 
+def last_choices(arguments: list[str]) -> dict[str, str]:
+    """Each group's last choice on the command line ("null" for a removal)."""
+    return {choice[0]: choice[1] for argument in arguments if (choice := group_choice(argument))}
+
+
 def last_choice_wins(arguments: list[str]) -> list[str]:
     """`logger=null ... logger=wandb`: a group removed and chosen again is chosen (Hydra would remove it
     after the choice and fail): the removal is dropped."""
-    last = {choice[0]: choice[1] for argument in arguments if (choice := group_choice(argument))}
+    last = last_choices(arguments)
     return [
         argument
         for argument in arguments
@@ -156,10 +161,11 @@ def last_choice_wins(arguments: list[str]) -> list[str]:
 def removed_yet_set(arguments: list[str]) -> str | None:
     """`logger=null logger.mode=online`: a key set inside a group whose last choice removes it (Hydra
     fails on it with an internal assertion); the problem in a line, else None."""
-    last_choice = {choice[0]: choice[1] for argument in arguments if (choice := group_choice(argument))}
+    last = last_choices(arguments)
     for argument in arguments:
-        group = argument.lstrip("+~").partition("=")[0].partition(".")[0]
-        if "." in argument.partition("=")[0] and last_choice.get(group) == "null":
+        key = argument.lstrip("+~").partition("=")[0]
+        if "." in key and last.get(key.partition(".")[0]) == "null":
+            group = key.partition(".")[0]
             return f"{group}=null removes {group}, so '{argument}' has nothing to set; drop one of the two"
     return None
 

@@ -121,34 +121,47 @@ def _local_value(file: Path, dotted: str) -> Any:
     return content
 
 
-def setting_of(node: DictConfig, key: str, label: str, overrides: Sequence[str], local_configs: Sequence[Path]) -> str:
-    """Which keys set a component's path and where: `extractor.weights <- weights.clip_rn50, set in <file>`
-    (`local_configs`: the local config Hydra read, if any)."""
+@dataclass(frozen=True)
+class Setting:
+    """The keys that set a component's path, the component's own first (`extractor.weights`, then the
+    `weights.clip_rn50` it interpolates), and where the last one that is set was set."""
+
+    keys: list[str]
+    where: str  # "set on the command line", "set in <local config>", "fsa's default"
+
+    def __str__(self) -> str:
+        return f"{' <- '.join(self.keys)}, {self.where}"
+
+
+def setting_of(
+    node: DictConfig, key: str, label: str, overrides: Sequence[str], local_configs: Sequence[Path]
+) -> Setting:
+    """Which keys set a component's path and where (`local_configs`: the local config Hydra read, if any)."""
     raw = (OmegaConf.to_container(node, resolve=False) or {}).get(key)  # type: ignore[union-attr]
-    chain = [f"{label}.{key}"]
+    keys = [f"{label}.{key}"]
     match = re.fullmatch(r"\$\{(weights\.\w+|data_dir)\}.*", str(raw))
     if match:
-        chain.append(match.group(1))
+        keys.append(match.group(1))
     on_command_line = {entry.split("=", 1)[0].lstrip("+") for entry in overrides}
-    for name in reversed(chain):
+    for name in reversed(keys):
         if name in on_command_line:
-            return f"{' <- '.join(chain)}, set on the command line"
+            return Setting(keys, "set on the command line")
         for file in local_configs:
             if _local_value(file, name) is not None:
-                return f"{' <- '.join(chain)}, set in {file}"
-    return f"{' <- '.join(chain)}, fsa's default"
+                return Setting(keys, f"set in {file}")
+    return Setting(keys, "fsa's default")
 
 
-def _fetch_hint(chain: str, download: Download | None) -> str:
+def _fetch_hint(setting: Setting, download: Download | None) -> str:
     """How to make the piece available: the key to set (after fetching it elsewhere, for a download)."""
-    key = chain.split(",")[0].split(" <- ")[-1]
-    return f"{'fetch it on a machine with network, copy it here and ' if download else ''}set {key}=/path/to/it"
+    fetch = "fetch it on a machine with network, copy it here and " if download else ""
+    return f"{fetch}set {setting.keys[-1]}=/path/to/it"
 
 
-def _what(label: str, node: DictConfig, chain: str) -> str:
-    named = re.search(r"weights\.(\w+)", chain)
-    if named and named.group(1) in WEIGHTS_NAMES:
-        return WEIGHTS_NAMES[named.group(1)]
+def _what(label: str, node: DictConfig, setting: Setting) -> str:
+    name = setting.keys[-1].removeprefix("weights.")
+    if name in WEIGHTS_NAMES:
+        return WEIGHTS_NAMES[name]
     return f"{label} {node.get('name') or node.get('model_name') or str(node._target_).rpartition('.')[2]}"
 
 
@@ -161,18 +174,19 @@ def missing_pieces(
         if not isinstance(node, DictConfig) or "_target_" not in node:
             continue
         for key, must_be_file in PATH_KEYS.items():
-            value = node.get(key) if isinstance(node.get(key), str) else None
-            if value and (must_be_file or looks_local(value)):
+            value = node.get(key)
+            if isinstance(value, str) and value and (must_be_file or looks_local(value)):
                 problem = _path_problem(value, must_be_file)
                 if problem:
-                    chain = setting_of(node, key, label, overrides, local_configs)
-                    problems.append(f"{_what(label, node, chain)} ({chain}): {problem}; {_fetch_hint(chain, None)}")
+                    setting = setting_of(node, key, label, overrides, local_configs)
+                    hint = _fetch_hint(setting, None)
+                    problems.append(f"{_what(label, node, setting)} ({setting}): {problem}; {hint}")
         download = _download_of(node)
         if download is not None and not download.cached and not download.possible:
-            chain = setting_of(node, "path" if "path" in node else "weights", label, overrides, local_configs)
+            setting = setting_of(node, "path" if "path" in node else "weights", label, overrides, local_configs)
             problems.append(
-                f"{_what(label, node, chain)} ({chain}): not downloaded ({download.source}), and the source "
-                f"cannot be reached from here; {_fetch_hint(chain, download)}"
+                f"{_what(label, node, setting)} ({setting}): not downloaded ({download.source}), and the source "
+                f"cannot be reached from here; {_fetch_hint(setting, download)}"
             )
     return problems
 
