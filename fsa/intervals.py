@@ -26,17 +26,29 @@ def wilson_interval(successes: int, trials: int) -> list[float] | None:
 
 
 def target_bootstrap(
-    groups: Sequence[np.ndarray], statistic: Callable[[np.ndarray], float], seed: int = 0
+    groups: Sequence[np.ndarray], statistic: Callable[[np.ndarray], float], seed: int = 0, resamples: int = RESAMPLES
 ) -> list[float] | None:
-    """The LEVEL percentile-bootstrap interval of `statistic` over targets: each of RESAMPLES draws the
+    """The LEVEL percentile-bootstrap interval of `statistic` over targets: each of `resamples` draws the
     targets with replacement and keeps all of a target's rows together (a target's samples share its
     image, so they are not independent draws). `groups`: one array per target, a row per sample (and
     for a paired statistic, a column per run compared). None for fewer than two targets: one target
     says nothing of how the figure varies across targets."""
     if len(groups) < 2:
         return None
-    picks = np.random.default_rng(seed).integers(len(groups), size=(RESAMPLES, len(groups)))
-    values = np.array([statistic(np.concatenate([groups[i] for i in pick])) for pick in picks])
+    picks = np.random.default_rng(seed).integers(len(groups), size=(resamples, len(groups)))
+    return percentile_interval(np.array([statistic(np.concatenate([groups[i] for i in pick])) for pick in picks]))
+
+
+def row_bootstrap(n: int, statistic: Callable[[np.ndarray], Any], resamples: int, seed: int = 0) -> np.ndarray:
+    """`statistic` of `resamples` draws of n independent rows (by index, with replacement): an array of
+    its values, one per draw (a vector statistic gives one row per draw). For rows that are independent
+    draws, such as images or channels; a target's samples are not (`target_bootstrap`)."""
+    picks = np.random.default_rng(seed).integers(n, size=(resamples, n))
+    return np.array([statistic(pick) for pick in picks])
+
+
+def percentile_interval(values: np.ndarray) -> list[float]:
+    """The LEVEL percentile interval of bootstrap `values` (non-finite ones dropped; NaNs if none is left)."""
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return [math.nan, math.nan]

@@ -6,11 +6,15 @@ DDPM's standard schedule (1000 steps, linear betas 1e-4..0.02), epsilon predicti
 
     python scripts/train_digits_diffusion.py                 # the committed model
     python scripts/train_digits_diffusion.py --architecture plain --seed 1 --steps 2000   # ddpm_plain
+    python scripts/train_digits_diffusion.py --architecture relu          # ddpm_relu (Kadkhodaie et al.'s layout)
     python scripts/train_digits_diffusion.py --steps 20 --out /tmp/ddpm   # a smoke run
 
 The second model (`--architecture plain`, fsa/assets/digits/ddpm_plain) has another architecture
 (self-attention only in its middle block) and another seed, the same data, noise schedule and recipe (half the steps):
 task=embed gives both the same seeds (are DDIM latent spaces model-independent?).
+The third (`--architecture relu`, fsa/assets/digits/ddpm_relu) is built like Kadkhodaie et al.'s UNet
+(fsa/diffusion/relu_unet.py: convolution, layer norm and ReLU layers, a blind denoiser told no
+timestep), for `task=represent`'s sparsity, selectivity and cluster analyses.
 """
 
 import argparse
@@ -25,15 +29,21 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 
 from fsa.data.digits import IMAGE_SIZE, digits_images
+from fsa.diffusion.relu_unet import ReLUUNet
 from fsa.diffusion.schedule import NoiseSchedule
 
 ASSETS = Path(__file__).resolve().parents[1] / "fsa" / "assets" / "digits"
+FOLDERS = {"attention": "ddpm", "plain": "ddpm_plain", "relu": "ddpm_relu"}  # --architecture -> asset folder
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
 
 
-def digits_unet(architecture: str = "attention") -> UNet2DModel:
+def digits_unet(architecture: str = "attention") -> UNet2DModel | ReLUUNet:
     """16 -> 8 -> 4 px, 32-64-64 channels, self-attention in the middle block; attention (the committed
-    `ddpm`, 1.2 M parameters) also at 8 and 4 px on the way down and up, plain (`ddpm_plain`, 1.1 M) not."""
+    `ddpm`, 1.2 M parameters) also at 8 and 4 px on the way down and up, plain (`ddpm_plain`, 1.1 M) not.
+    relu (`ddpm_relu`, 0.8 M): Kadkhodaie et al.'s layout at a quarter of their widths, 16-32-64 channels
+    at 16, 8 and 4 px, 128 in the middle block at 2 px."""
+    if architecture == "relu":
+        return ReLUUNet(sample_size=IMAGE_SIZE, in_channels=1, out_channels=1, block_out_channels=(16, 32, 64))
     attention = architecture == "attention"
     down, up = ("AttnDownBlock2D", "AttnUpBlock2D") if attention else ("DownBlock2D", "UpBlock2D")
     return UNet2DModel(
@@ -122,11 +132,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--architecture", choices=("attention", "plain"), default="attention")
-    parser.add_argument("--out", type=Path, default=None, help="default: fsa/assets/digits/ddpm (ddpm_plain)")
+    parser.add_argument("--architecture", choices=tuple(FOLDERS), default="attention")
+    parser.add_argument("--out", type=Path, default=None, help="default: fsa/assets/digits/<FOLDERS>")
     parser.add_argument("--log-every", type=int, default=100)
     args = parser.parse_args()
-    out = args.out or ASSETS / ("ddpm" if args.architecture == "attention" else "ddpm_plain")
+    out = args.out or ASSETS / FOLDERS[args.architecture]
     record = train(
         args.steps, args.batch_size, args.lr, args.ema_decay, args.seed, out, args.log_every, args.architecture
     )

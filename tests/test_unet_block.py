@@ -200,9 +200,100 @@ def test_participation_and_neighbour_agreement_on_known_answers():
     one_hot, flat = torch.eye(4)[:2], torch.ones(2, 4)
     assert participation_fraction(one_hot).tolist() == [0.25, 0.25]  # one channel of four carries it all
     assert participation_fraction(flat).tolist() == [1.0, 1.0]
+    # the paper's definition, (L1 / L2)^2 / C: 16 / 6 / 4 (the L2 / L4 ratio would give 36 / 18 / 4 = 0.5)
+    assert participation_fraction(torch.tensor([[2.0, 1.0, 1.0, 0.0]])).item() == pytest.approx(2 / 3)
+    assert participation_fraction(torch.tensor([[-2.0, 1.0, -1.0, 0.0]])).item() == pytest.approx(2 / 3)
     points = torch.tensor([[0.0], [0.1], [5.0], [5.1], [10.0]])
     assert neighbour_agreement(points, torch.tensor([0, 0, 1, 1, 1])) == 1.0
     assert neighbour_agreement(points, torch.tensor([0, 1, 0, 1, 0])) == 0.0
+
+
+def test_selectivity_separation_purity_and_bimodality_on_known_answers():
+    import numpy as np
+    from scipy.stats import kurtosis, skew
+
+    from fsa.representation.measures import bimodality_coefficient, channel_selectivity, group_separations, purity
+
+    phi = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    selectivity = channel_selectivity(phi)  # a common channel, one active on 1 image of 4, a dead one
+    assert selectivity[:2].tolist() == [1.0, 0.25] and selectivity[2].isnan()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40) ** 2
+    g1, g2 = skew(x, bias=False), kurtosis(x, bias=False)  # Sarle's coefficient from scipy's moments
+    assert bimodality_coefficient(x) == pytest.approx((g1**2 + 1) / (g2 + 3 * 39**2 / (38 * 37)))
+    assert bimodality_coefficient(rng.normal(size=20000)) == pytest.approx(1 / 3, abs=0.01)
+    two_modes = np.concatenate([rng.normal(0, 1, 5000), rng.normal(8, 1, 5000)])
+    assert bimodality_coefficient(two_modes) > 5 / 9 > bimodality_coefficient(rng.normal(size=5000))
+    # two groups on a line: centroids 10 apart, each with variance 1 along it (and none across it)
+    points = np.array([[-1.0, 0.0], [1.0, 0.0], [9.0, 0.0], [11.0, 0.0]])
+    assert group_separations(points, np.array([0, 0, 1, 1])).tolist() == [10.0]
+    assert purity(np.array([0, 0, 1, 1]), np.array([3, 3, 3, 5])) == 0.75
+
+
+def test_clusters_of_well_separated_groups_are_found_with_intervals():
+    import numpy as np
+
+    from fsa.representation import analyses
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(4) * 20
+    labels = np.repeat(np.arange(4), 25)
+    phi = centres[labels] + rng.normal(size=(100, 4))
+    clusters = analyses.clusters(phi, labels, k=4)
+    assert clusters.figures["purity"] == 1.0 and clusters.figures["clusters_separated"] == 1.0
+    assert len(clusters.cluster_separations) == 6 and clusters.intervals["purity"][0] > 0.9
+    low, high = clusters.intervals["clusters_median"]
+    assert low <= clusters.figures["clusters_median"] <= high
+    assert clusters.figures["clusters_median"] > 5 * clusters.figures["gaussian_median"]  # real clusters
+    mixed = analyses.clusters(rng.normal(size=(100, 4)), labels, k=4)  # no structure: no separation
+    assert mixed.figures["classes_separated"] < 0.5 and mixed.figures["purity"] < 0.6
+    # ... yet K-means cuts a structureless cloud into parts 2 sd apart: the Gaussian reference says so
+    assert (
+        mixed.figures["clusters_separated"] == 1
+        and mixed.figures["clusters_median"] < 1.3 * mixed.figures["gaussian_median"]
+    )
+    study = analyses.selectivity(np.abs(phi), labels, shown=2, k=5)
+    assert study.top_share == 1.0 > study.chance_share  # a channel per group: its top images are the group
+    assert study.bimodality_interval[0] <= study.bimodality <= study.bimodality_interval[1]
+
+
+def test_a_blocks_input_maps_are_every_map_it_reads_its_skips_too(digits):
+    from fsa.diffusion.relu_unet import ReLUUNet
+    from fsa.extractors.layers import module_calls
+
+    backbone, images, _ = digits
+    (call,) = module_calls([backbone.unet.up_blocks[0]], lambda: backbone.predict_noise(images, 10), "up_blocks.0")
+    hidden, skips, embedding = call.args  # diffusers' UNet2DModel calls its up blocks with these, in order
+    assert embedding.ndim == 2 and len(skips) == 2  # the time embedding is no feature map
+    assert torch.equal(call.input_maps(), torch.cat([hidden, *skips], dim=1))
+    torch.manual_seed(0)
+    relu = ReLUUNet(block_out_channels=(4, 8, 8), mid_channels=16, decoder_layers=2)
+    calls = module_calls([relu.down_blocks[2], relu.up_blocks[0]], lambda: relu(images), "blocks")
+    up = relu.upsamplers[0](relu.mid_block(relu.pool(calls[0].output)))
+    assert torch.equal(calls[1].input_maps(), torch.cat([up, calls[0].output], dim=1))  # below, then the skip
+
+
+def test_the_relu_unet_is_a_blind_denoiser_whose_blocks_are_non_negative(tmp_path, digits):
+    """Built like Kadkhodaie et al.'s: blocks of conv + layer norm + ReLU, so every block's output is
+    >= 0; no timestep input; saved and loaded back through model=digits_relu's loader."""
+    from diffusers import DDPMScheduler
+
+    from fsa.diffusion.relu_unet import ReLUUNet
+    from fsa.extractors.unet_block import represent_input_output
+
+    _, images, _ = digits
+    torch.manual_seed(0)
+    ReLUUNet(block_out_channels=(4, 8, 8), mid_channels=16).save_pretrained(tmp_path / "unet")
+    DDPMScheduler(num_train_timesteps=1000).save_pretrained(tmp_path / "scheduler")
+    backbone = load_pixel_diffusion(str(tmp_path), "unet")
+    assert block_names(backbone.unet) == [*(f"down_blocks.{i}" for i in range(3)), "mid_block", "up_blocks.0",
+                                          "up_blocks.1", "up_blocks.2"]  # fmt: skip
+    assert torch.equal(backbone.predict_noise(images, 10), backbone.predict_noise(images, 900))
+    noise = torch.randn(2, *backbone.latent_shape, generator=torch.Generator().manual_seed(0))
+    inputs, outputs = represent_input_output(backbone, images, 100, noise, block_names(backbone.unet))
+    assert [o.shape[1] for o in outputs] == [4, 8, 8, 16, 8, 8, 4] and all((o >= 0).all() for o in outputs)
+    assert [i.shape[1] for i in inputs] == [1, 4, 8, 8, 16, 16, 8]  # a decoder block reads its skip too
+    assert all((i >= 0).all() for i in inputs[1:4])  # max-pooled ReLU outputs (a decoder's up-sampling is linear)
 
 
 REPRESENT = [  # CI size: 8 held-out digits per class, 4 noise levels: seconds
@@ -235,10 +326,48 @@ def test_represent_run_writes_tables_that_agree_with_its_summary(represent_run):
         assert list(table.index) == blocks and list(table.columns) == ["t=0", "t=100", "t=500", "t=900"]
     stability = pd.read_csv(out / "representation" / "stability.csv", index_col=0)
     assert stability["t=100"].tolist() == pytest.approx([1.0] * 7)  # the reference level is itself
-    sparsity = pd.read_csv(out / "representation" / "sparsity.csv", index_col=0)
-    assert ((sparsity > 0) & (sparsity <= 1)).all().all()
-    for png in ("sparsity.png", "stability.png", "neighbours.png"):
-        assert (out / "representation" / png).exists()
+    for name in ("sparsity", "sparsity_input"):
+        sparsity = pd.read_csv(out / "representation" / f"{name}.csv", index_col=0)
+        assert ((sparsity > 0) & (sparsity <= 1)).all().all() and list(sparsity.index) == blocks
+    figures = ["sparsity", "sparsity_input", "sparsity_histograms", "stability", "neighbours", "selectivity"]
+    for png in [*figures, "selective_channels", "separation", "clusters"]:
+        assert (out / "representation" / f"{png}.png").exists(), png
+
+
+def test_represent_checks_each_of_the_papers_claims_with_an_interval(represent_run):
+    import pandas as pd
+
+    out, summary = represent_run
+    findings = pd.read_csv(out / "representation" / "findings.csv", index_col=0)
+    assert [claim.split(":")[0] for claim in findings.index] == ["Fig. 1"] * 2 + ["Fig. 2", "Fig. 3", "Fig. 4"] + [
+        "Fig. 6"
+    ] * 4 + ["Fig. 5"]
+    assert set(findings.holds) <= {"yes", "no"} and not findings[["value", "low", "high"]].isna().any().any()
+    assert ((findings.low <= findings.value + 1e-12) & (findings.value <= findings.high + 1e-12)).all()
+    judged = {"high < 0": findings.high < 0, "low > 0": findings.low > 0, "high < 1": findings.high < 1}
+    for claim, row in findings.iterrows():
+        if row.rule in judged:
+            assert (row.holds == "yes") == judged[row.rule][claim], claim
+    assert summary["findings"][3]["value"] == pytest.approx(findings.iloc[3].value)
+    assert summary["clusters"]["purity"] == pytest.approx(findings.iloc[8].value)
+    # the digits' mid_block: K-means clusters are purer than chance and the top images of its
+    # selective channels share a class more often than random images do (80 images: 0.6 and 0.6 here)
+    assert summary["clusters"]["purity"] > 0.3 and findings.iloc[4].holds == "yes"
+
+
+def test_represent_reads_the_relu_unet_built_like_the_papers(tmp_path):
+    """model=digits_relu: the shipped network; its phi is non-negative, so its sparsity is the paper's."""
+    import pandas as pd
+    from helpers import run_fsa
+
+    out = tmp_path / "run"
+    run_fsa([*REPRESENT[:2], "model=digits_relu", "task.timesteps=[100,500]", "~logger", *REPRESENT[-2:]], out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "ddpm_relu" and len(summary["blocks"]) == 7
+    # a trained denoiser: its middle block groups classes (80 images: 0.43; 300 images: 0.67; chance 0.10)
+    assert summary["neighbours"]["mid_block"] > 0.25
+    findings = pd.read_csv(out / "representation" / "findings.csv", index_col=0)
+    assert len(findings) == 10 and set(findings.holds) <= {"yes", "no"}
 
 
 def test_the_middle_block_groups_digits_by_class_without_labels(represent_run):

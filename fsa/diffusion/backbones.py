@@ -2,7 +2,7 @@
 
 `LatentDiffusion` is Stable Diffusion's layout (UNet in a VAE's latent space, conditioned on the
 empty prompt's text embedding, no classifier-free guidance); `PixelDiffusion` is a diffusers
-`UNet2DModel` in pixel space (the decoder is the identity). Both are frozen: the guided decoder
+`UNet2DModel` or fsa's `ReLUUNet` in pixel space (the decoder is the identity). Both are frozen: the guided decoder
 differentiates with respect to the latent only.
 """
 
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from fsa import ASSETS_DIR
+from fsa.diffusion.relu_unet import ReLUUNet
 from fsa.diffusion.schedule import NoiseSchedule
 from fsa.errors import WeightsUnavailableError
 from fsa.hub import fail_fast_offline, hub_cached, hub_downloads
@@ -30,6 +31,7 @@ LDM_TEXT_PREFIX = "cond_stage_model.transformer."  # the text encoder's keys in 
 # the end-of-text token, so "" becomes [SOT, EOT, EOT, ...]. Written out rather than tokenised
 # because transformers' CLIPTokenizer silently breaks offline.
 CLIP_SOT, CLIP_EOT = 49406, 49407
+PIXEL_UNETS = {cls.__name__: cls for cls in (UNet2DModel, ReLUUNet)}  # a saved config's _class_name -> class
 
 
 class DiffusionBackbone(nn.Module):
@@ -99,9 +101,9 @@ class LatentDiffusion(DiffusionBackbone):
 
 
 class PixelDiffusion(DiffusionBackbone):
-    """A pixel-space diffusers UNet2DModel: z_0 is the image itself."""
+    """A pixel-space UNet (diffusers' UNet2DModel or fsa's ReLUUNet): z_0 is the image itself."""
 
-    def __init__(self, unet: UNet2DModel, schedule: NoiseSchedule, name: str = "pixel") -> None:
+    def __init__(self, unet: UNet2DModel | ReLUUNet, schedule: NoiseSchedule, name: str = "pixel") -> None:
         size = unet.config.sample_size
         size = size if isinstance(size, int) else size[0]
         super().__init__(schedule, (unet.config.in_channels, size, size), name)
@@ -219,10 +221,14 @@ def architecture_name(architecture: dict[str, dict[str, Any]]) -> str:
 
 
 def load_pixel_diffusion(path: str, subfolder: str | None = None) -> PixelDiffusion:
-    """A diffusers UNet2DModel (hub id or local folder) with its scheduler config."""
+    """A pixel-space UNet (hub id or local folder) with its scheduler config: diffusers' UNet2DModel, or
+    the class its saved config names among `PIXEL_UNETS` (fsa's ReLUUNet)."""
     try:
         with fail_fast_offline():
-            unet = UNet2DModel.from_pretrained(path, subfolder=subfolder)
+            name = UNet2DModel.load_config(path, subfolder=subfolder).get("_class_name", "UNet2DModel")
+            if name not in PIXEL_UNETS:
+                raise ValueError(f"its config names class '{name}'; fsa reads {', '.join(PIXEL_UNETS)}")
+            unet = PIXEL_UNETS[name].from_pretrained(path, subfolder=subfolder)
             scheduler_config = _load_scheduler_config(path, subfolder)
     except (OSError, ValueError) as error:
         raise _missing_weights("the pixel diffusion model", path, "model.path", error) from error

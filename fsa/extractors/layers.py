@@ -7,7 +7,10 @@ class token of ViT-H/14); an intermediate layer is the same analysis one level d
 
 import difflib
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from fsa.errors import ExtractorError
@@ -59,29 +62,53 @@ class _LayerReached(Exception):
         self.output = output
 
 
-def module_outputs(modules: Sequence[nn.Module], run: Callable[[], object], what: str) -> list[Tensor]:
-    """The (first) tensor each of `modules` outputs while `run()` calls the network they are in; the
-    network stops once all have run, since the rest of it would cost time and memory (and, under
-    guidance, a backward pass) for values that are thrown away."""
-    outputs: dict[int, Tensor] = {}
+@dataclass
+class ModuleCall:
+    """What a module was given and what it gave back in one forward pass."""
 
-    def keep(index: int) -> Callable[[nn.Module, object, object], None]:
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            outputs[index] = _first_tensor(output, what)
-            if len(outputs) == len(modules):
-                raise _LayerReached(output=outputs[index])
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    output: Tensor
+
+    def input_maps(self) -> Tensor:
+        """Every feature map the module read, along channels: the 4-d tensors among its arguments
+        (tuples opened) of the first one's spatial size. A diffusers decoder block reads the block
+        below and its skips (`res_hidden_states_tuple`) this way; a plain block, its one input."""
+        flat = [a for arg in (*self.args, *self.kwargs.values()) for a in (arg if isinstance(arg, tuple) else (arg,))]
+        maps = [a for a in flat if isinstance(a, Tensor) and a.ndim == 4]
+        if not maps:
+            raise ExtractorError("the module read no feature map")
+        return torch.cat([m for m in maps if m.shape[2:] == maps[0].shape[2:]], dim=1)
+
+
+def module_calls(modules: Sequence[nn.Module], run: Callable[[], object], what: str) -> list[ModuleCall]:
+    """How each of `modules` was called while `run()` calls the network they are in (its arguments and
+    first output tensor); the network stops once all have run, since the rest of it would cost time and
+    memory (and, under guidance, a backward pass) for values that are thrown away."""
+    calls: dict[int, ModuleCall] = {}
+
+    def keep(index: int) -> Callable[[nn.Module, tuple, dict, object], None]:
+        def hook(_module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+            calls[index] = ModuleCall(args, kwargs, _first_tensor(output, what))
+            if len(calls) == len(modules):
+                raise _LayerReached(output=calls[index].output)
 
         return hook
 
-    handles = [module.register_forward_hook(keep(i)) for i, module in enumerate(modules)]
+    handles = [module.register_forward_hook(keep(i), with_kwargs=True) for i, module in enumerate(modules)]
     try:
         run()
     except _LayerReached:
-        return [outputs[i] for i in range(len(modules))]
+        return [calls[i] for i in range(len(modules))]
     finally:
         for handle in handles:
             handle.remove()
     raise ExtractorError(f"{what} is not used in the forward pass")
+
+
+def module_outputs(modules: Sequence[nn.Module], run: Callable[[], object], what: str) -> list[Tensor]:
+    """The (first) tensor each of `modules` outputs while `run()` calls the network (`module_calls`)."""
+    return [call.output for call in module_calls(modules, run, what)]
 
 
 class LayerFeatures(nn.Module):

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.errors import ExtractorError
 from fsa.extractors.base import HALF, FeatureExtractor
-from fsa.extractors.layers import module_outputs
+from fsa.extractors.layers import ModuleCall, module_calls
 
 
 def block_names(unet: nn.Module) -> list[str]:
@@ -42,22 +42,42 @@ def check_blocks(backbone: DiffusionBackbone, blocks: Sequence[str]) -> None:
             )
 
 
+def _block_calls(backbone: DiffusionBackbone, z_t: Tensor, t: int, blocks: Sequence[str]) -> list[ModuleCall]:
+    modules = [backbone.unet.get_submodule(block) for block in blocks]
+    return module_calls(modules, lambda: backbone.predict_noise(z_t, t), f"block(s) {', '.join(blocks)}")
+
+
 def block_means(backbone: DiffusionBackbone, z_t: Tensor, t: int, blocks: Sequence[str]) -> list[Tensor]:
     """a(z_t, t) for each block: the spatial means (B, C_block) of its output channels for the noisy
     z_t at t. The forward stops after the last of them: an encoder or middle block never runs the
     decoder, so a gradient through it costs the first half of the network only (the matching step)."""
-    modules = [backbone.unet.get_submodule(block) for block in blocks]
-    outputs = module_outputs(modules, lambda: backbone.predict_noise(z_t, t), f"block(s) {', '.join(blocks)}")
-    return [output.float().mean(dim=(2, 3)) for output in outputs]
+    return [call.output.float().mean(dim=(2, 3)) for call in _block_calls(backbone, z_t, t, blocks)]
+
+
+def _noised(backbone: DiffusionBackbone, z0: Tensor, t: int, noise: Tensor) -> Tensor:
+    """z0 (B, C, H, W) noised at t with each draw of `noise` (N, C, H, W): (B * N, C, H, W)."""
+    abar = backbone.schedule.abar(t)
+    return (abar**0.5 * z0[:, None] + (1 - abar) ** 0.5 * noise.to(z0.dtype)[None]).flatten(0, 1)
 
 
 def represent(backbone: DiffusionBackbone, z0: Tensor, t: int, noise: Tensor, blocks: Sequence[str]) -> list[Tensor]:
     """phi_t of clean latents z0 (B, C, H, W) for each block: the block means of z0 noised with each
     draw of `noise` (N, C, H, W) at t, averaged over the draws (B, C_block)."""
-    abar = backbone.schedule.abar(t)
-    noisy = abar**0.5 * z0[:, None] + (1 - abar) ** 0.5 * noise.to(z0.dtype)[None]  # (B, N, C, H, W)
-    means = block_means(backbone, noisy.flatten(0, 1), t, blocks)
+    means = block_means(backbone, _noised(backbone, z0, t, noise), t, blocks)
     return [m.view(len(z0), len(noise), -1).mean(dim=1) for m in means]
+
+
+def represent_input_output(
+    backbone: DiffusionBackbone, z0: Tensor, t: int, noise: Tensor, blocks: Sequence[str]
+) -> tuple[list[Tensor], list[Tensor]]:
+    """phi_t as `represent` computes it, of each block's input channels (every feature map the block
+    reads: a decoder block's skips too) and of its output channels, from one forward pass."""
+    calls = _block_calls(backbone, _noised(backbone, z0, t, noise), t, blocks)
+
+    def averaged(maps: Tensor) -> Tensor:
+        return maps.float().mean(dim=(2, 3)).view(len(z0), len(noise), -1).mean(dim=1)
+
+    return [averaged(call.input_maps()) for call in calls], [averaged(call.output) for call in calls]
 
 
 class UNetBlockExtractor(FeatureExtractor):

@@ -17,6 +17,9 @@ class RepresentOptions:
     noise_samples: int = 4  # draws z in phi_t(x) = E_z[a(sqrt(abar_t) z_0 + sqrt(1 - abar_t) z, t)]
     noise_seed: int = 0
     per_class: int = 30  # held-out images per class (labelled datasets: digits)
+    block: str = "mid_block"  # the block whose channels and clusters are studied (the paper's phi)
+    clusters: int = 0  # K of K-means on that block's phi; 0: as many as the images have classes
+    top_images: int = 8  # images shown per selective channel
 
     def __post_init__(self) -> None:
         if not self.timesteps or min(self.timesteps) < 0:
@@ -25,6 +28,10 @@ class RepresentOptions:
             raise ConfigError(f"task.reference must be a timestep >= 0, got {self.reference}")
         if self.noise_samples < 1:
             raise ConfigError(f"task.noise_samples must be >= 1, got {self.noise_samples}")
+        if self.clusters < 0 or self.clusters == 1 or self.top_images < 1:
+            raise ConfigError(
+                f"task.clusters must be 0 or >= 2 and task.top_images >= 1, got {self.clusters} and {self.top_images}"
+            )
         if self.per_class < 2:
             raise ConfigError(
                 f"task.per_class must be >= 2 (a neighbour of the same class must exist), got {self.per_class}"

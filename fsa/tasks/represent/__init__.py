@@ -24,6 +24,8 @@ class RepresentTask(Declaration):
         f"{FOLDER}/sparsity.csv": "participation ratio of phi_t over its channels, as a fraction of them "
         "(lower: sparser)",
         f"{FOLDER}/stability.csv": "cosine of phi_t to phi at the reference noise level",
+        f"{FOLDER}/sparsity_input.csv": "participation ratio of the spatial means of each block's input channels",
+        f"{FOLDER}/findings.csv": "Kadkhodaie et al.'s claims: fsa's figure, 95 % interval, rule, verdict",
     }
     work = "fsa.tasks.represent.run.represent"
     state_at = None  # seconds on the digits: a stopped job starts over
