@@ -27,9 +27,9 @@ from fsa.pictures import to_uint8
 DIGITS = ASSETS_DIR / "digits"
 
 
-def unguided_samples(count: int, seed: int = 0) -> torch.Tensor:
-    """(count, 3, 16, 16) in [-1, 1]: the DDPM sampler without guidance or recurrence."""
-    backbone = load_pixel_diffusion(str(DIGITS / "ddpm"), subfolder="unet")
+def unguided_samples(count: int, seed: int = 0, model: str = "ddpm") -> torch.Tensor:
+    """(count, 3, 16, 16) in [-1, 1]: the DDPM sampler without guidance or recurrence, of `model`."""
+    backbone = load_pixel_diffusion(str(DIGITS / model), subfolder="unet")
     extractor = DigitsCNNExtractor()
     unguided = FeatureGuidance(w_g=0.0, early_steps=0, k=1)
     target = torch.zeros(1, extractor.feature_dim)  # scored but never followed
@@ -58,6 +58,11 @@ def main() -> None:
     probabilities = oracle.predict_proba((images + 1) / 2)
     confidence = probabilities.max(dim=1).values
     classes = probabilities.argmax(dim=1).bincount(minlength=10).tolist()
+    relu_images = unguided_samples(args.samples, model="ddpm_relu")
+    grid(relu_images).save(DIGITS / "ddpm_relu" / "samples.png")
+    relu_probabilities = oracle.predict_proba((relu_images + 1) / 2)
+    relu_confidence = relu_probabilities.max(dim=1).values
+    relu = json.loads((DIGITS / "ddpm_relu" / "training.json").read_text())
     test_images, test_labels = digits_images("test")
     oracle_accuracy = (oracle.predict_proba(test_images).argmax(1) == test_labels).float().mean().item()
     ddpm = json.loads((DIGITS / "ddpm" / "training.json").read_text())
@@ -99,6 +104,18 @@ takes its targets from it. Images are upsampled to 16x16 (bilinear) and scaled t
   task=embed gives both models the same seeds: is a DDIM latent space a property of the data or of the model?
 - `embedders/`: embedding networks (an image in, a seed of the 20-step DDIM generator out), with their
   own card, `embedders/MODEL_CARD.md`, written by `scripts/train_digits_embedders.py`.
+
+## `ddpm_relu/`: a UNet built like Kadkhodaie et al.'s (`model=digits_relu`)
+- Architecture: fsa's `ReLUUNet` (fsa/diffusion/relu_unet.py), {relu["parameters"]:,} parameters: encoder blocks of 2, a middle
+  block of 3 and decoder blocks of 6 layers, each a 3x3 convolution, a layer norm and a ReLU; 16-32-64 channels at 16, 8
+  and 4 px, 128 in the middle block at 2 px (the paper's layout at a quarter of its widths); a blind denoiser, told no timestep.
+- Schedule, data and recipe as `ddpm/`: `python scripts/train_digits_diffusion.py --architecture relu`,
+  {relu["steps"]:,} steps; final loss {relu["final_loss"]:.4f}; {relu["wall_time_s"] / 60:.0f} min on 2 CPU cores.
+- Unguided samples (DDPM, 1000 steps, seeds 0..{args.samples - 1}; `ddpm_relu/samples.png`), judged by the oracle:
+  confidence mean {relu_confidence.mean():.3f}, share above 0.9: {(relu_confidence > 0.9).float().mean():.2f};
+  mean entropy {entropy(relu_probabilities).mean():.3f} nats; classes 0..9:
+  {relu_probabilities.argmax(dim=1).bincount(minlength=10).tolist()}.
+- For `task=represent`: every block's output is non-negative, so its spatial means are the paper's representation.
 
 ## `invariant/`: classifiers with a planted invariance (`extractor=digits_cnn_<kind>`)
 Four more digit classifiers, each blind to one attribute (translation, slant, stroke thickness,

@@ -90,6 +90,13 @@ def test_training_scripts_produce_loadable_checkpoints(tmp_path, caplog):
     assert images.shape == seeds.shape == (16, 1, 16, 16) and math.isfinite(loss)
     assert "training conv3: iteration 2/2, seed MSE" in caplog.text  # long loops say how far they are
     assert network(images).shape == images.shape
+    before = network(images).clone()  # the paper's loss, through the generator's two steps, from the network
+    with caplog.at_level(logging.INFO, logger="fsa"):
+        through, image_mse = embedders.train_through_generator(
+            "conv3", model, images, strided_timesteps(1000, 2), steps=2, batch_size=4, lr=1e-3, seed=0, start=network
+        )
+    assert math.isfinite(image_mse) and not torch.equal(through(images), before)
+    assert "training conv3_generator: iteration 2/2, image MSE" in caplog.text
     cnn = load_script("train_digits_cnn").train(
         epochs=1, batch_size=256, lr=1e-3, seed=0, out=tmp_path / "cnn.safetensors"
     )

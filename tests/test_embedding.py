@@ -129,6 +129,9 @@ def test_embedding_networks_keep_the_shape_and_load_back(kind, tmp_path):
     assert loaded(image).shape == image.shape
     with pytest.raises(ConfigError, match="kind must be one of"):
         networks.build("mlp", 1)
+    networks.save(network, tmp_path, {"kind": kind, "name": f"{kind}_generator", "channels": 1, "num_steps": 20})
+    through, _ = networks.load(tmp_path, f"{kind}_generator")  # the same architecture, under its own name
+    assert torch.equal(through(image), network(image)) and (tmp_path / f"{kind}_generator.json").is_file()
 
 
 def test_the_shipped_networks_reconstruct_held_out_digits_better_than_random_seeds(digits):
@@ -137,12 +140,12 @@ def test_the_shipped_networks_reconstruct_held_out_digits_better_than_random_see
     random = ddim.reconstruct(
         backbone, torch.randn(images.shape, generator=torch.Generator().manual_seed(4)), images, timesteps
     )
-    for kind in networks.KINDS:
-        network, info = networks.load(ASSETS_DIR / "digits" / "embedders", kind)
-        assert info["num_steps"] == 20
+    for name in networks.NAMES:  # trained on the seed and through the generator
+        network, info = networks.load(ASSETS_DIR / "digits" / "embedders", name)
+        assert info["num_steps"] == 20 and info.get("name", name) == name
         with torch.no_grad():
             made = ddim.reconstruct(backbone, network(images), images, timesteps)
-        assert made.mse.mean() < random.mse.mean() / 3, kind
+        assert made.mse.mean() < random.mse.mean() / 3, name
 
 
 @pytest.mark.parametrize(
@@ -223,6 +226,29 @@ def test_embed_cloud_figures_come_from_the_seeds(embed_run):
     assert cloud["spread"] > 0 and cloud["random_pair_distance"] > cloud["spread"]
     assert cloud["network"] == "unet" and cloud["mean_to_network"] > 0
     assert 0 <= cloud["combination_mse"] <= cloud["combination_mse_max"]
+    assert cloud["combination_mse_interval"][0] <= cloud["combination_mse"] <= cloud["combination_mse_interval"][1]
+    seeds_to_mean = cloud["mean_to_network"] / cloud["centre_ratio"]  # the cloud's spread, as the ratio reads it
+    assert seeds_to_mean == pytest.approx(cloud["spread"], rel=1e-4)
+
+
+def test_embed_checks_each_of_the_papers_claims_with_an_interval(embed_run):
+    out, summary = embed_run
+    findings = pd.read_csv(out / "embedding" / "findings.csv", index_col=0)
+    assert [claim.split(":")[0] for claim in findings.index] == [
+        "Table 1", "Sec. 5.2", "Table 2", "Sec. 3.3", "Fig. 12", "Sec. 5.2", "Sec. 5.1.1"
+    ]  # fmt: skip
+    table = pd.read_csv(out / "embedding" / "reconstruction.csv")
+    held_out = table[table["set"] == "dataset"].groupby("method")["mse"].mean()
+    best_conv = min(held_out["network conv1"], held_out["network conv3"])
+    assert findings.iloc[0]["value"] == pytest.approx(held_out["network unet"] - best_conv)
+    assert findings.iloc[1]["value"] == pytest.approx(held_out["network unet + gd"] - held_out["network unet"])
+    ratio = summary["independence"]["same_seed_mse"] / summary["independence"]["other_seed_mse"]
+    assert findings.iloc[3]["value"] == pytest.approx(ratio)
+    bounded = findings.dropna(subset=["low"])
+    assert ((bounded.low <= bounded.value + 1e-12) & (bounded.value <= bounded.high + 1e-12)).all()
+    assert findings.iloc[-1]["holds"] == "untestable: 4 seeds span 3 directions"  # a PCA of 4 seeds in 256-d
+    assert set(findings.holds[:-1]) <= {"yes", "no"} and summary["findings"][3]["holds"] == findings.iloc[3].holds
+    assert findings.iloc[3]["holds"] == "yes"  # the same seed gives the same digit through both models
 
 
 def test_embed_run_logs_one_wandb_run_with_the_descent_tables_figures_and_summary(embed_run):
@@ -234,6 +260,10 @@ def test_embed_run_logs_one_wandb_run_with_the_descent_tables_figures_and_summar
     table = logged_table(wandb_file, records, "methods")
     column = table["columns"].index("mse")
     assert [row[column] for row in table["data"]] == pytest.approx([m["mse"] for m in summary["methods"]])
+    claims = logged_table(wandb_file, records, "findings")
+    assert [row[claims["columns"].index("claim")] for row in claims["data"]] == [
+        f["claim"] for f in summary["findings"]
+    ]
     assert any(key.startswith("figures/cloud_components") for row in rows for key in row)
     logged = wandb_summary(records)
     assert float(logged["mse/dataset/inversion"]) == pytest.approx(

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fsa.embedding.options import GENERATOR, KINDS
+from fsa.embedding.options import NETWORKS as NAMES
 from fsa.errors import ConfigError
 from fsa.weights import load_state_dict_file, require_file
-
-KINDS = ("conv1", "conv3", "unet")
 
 
 def conv(inputs: int, outputs: int, kernel: int) -> nn.Conv2d:
@@ -84,24 +84,25 @@ def parameter_count(network: nn.Module) -> int:
 
 
 def save(network: nn.Module, folder: Path, info: dict[str, Any]) -> Path:
-    """`<folder>/<kind>.safetensors` and `<kind>.json` (kind, channels, the generator's DDIM steps, ...)."""
+    """`<folder>/<name>.safetensors` and `<name>.json` (name, kind, channels, the generator's DDIM steps,
+    ...); the name is the kind's unless `info` gives one (`<kind>_generator`)."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    kind = info["kind"]
-    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, folder / f"{kind}.safetensors")
-    (folder / f"{kind}.json").write_text(json.dumps(info, indent=1) + "\n")
-    return folder / f"{kind}.safetensors"
+    name = info.get("name", info["kind"])
+    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, folder / f"{name}.safetensors")
+    (folder / f"{name}.json").write_text(json.dumps(info, indent=1) + "\n")
+    return folder / f"{name}.safetensors"
 
 
-def load(folder: str | Path, kind: str) -> tuple[nn.Module, dict[str, Any]]:
-    """The trained network `kind` from `folder`, and what it was trained for (its json)."""
+def load(folder: str | Path, name: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained network `name` (one of `NAMES`) from `folder`, and what it was trained for (its json)."""
     folder = Path(folder)
-    if kind not in KINDS:
-        raise ConfigError(f"embedding network kind must be one of {KINDS}, got '{kind}'")
-    info_file = require_file(folder / f"{kind}.json", f"embedding network '{kind}'")
+    if name not in NAMES:
+        raise ConfigError(f"embedding network must be one of {NAMES}, got '{name}'")
+    info_file = require_file(folder / f"{name}.json", f"embedding network '{name}'")
     info = json.loads(info_file.read_text())
-    network = build(kind, int(info["channels"]))
-    weights = require_file(folder / f"{kind}.safetensors", f"embedding network '{kind}'")
-    network.load_state_dict(load_state_dict_file(weights, f"embedding network '{kind}'"))
+    network = build(name.removesuffix(GENERATOR), int(info["channels"]))
+    weights = require_file(folder / f"{name}.safetensors", f"embedding network '{name}'")
+    network.load_state_dict(load_state_dict_file(weights, f"embedding network '{name}'"))
     return network.eval().requires_grad_(False), info

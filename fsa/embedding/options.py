@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from fsa.errors import ConfigError
 
 METHODS = ("inversion", "gradient_descent", "inversion+gd", "network", "network+gd")
-NETWORKS = ("conv1", "conv3", "unet")
+KINDS = ("conv1", "conv3", "unet")  # the embedding networks' architectures
+GENERATOR = "_generator"  # a network's name: <kind> trained on the seed's MSE, <kind>_generator through the generator
+NETWORKS = (*KINDS, *(kind + GENERATOR for kind in KINDS))
 
 
 @dataclass(frozen=True)
@@ -16,7 +18,7 @@ class EmbedOptions:
 
     num_steps: int = 20  # DDIM steps of the deterministic generator f_theta (eta = 0)
     methods: list[str] = field(default_factory=lambda: list(METHODS))
-    networks: list[str] = field(default_factory=lambda: list(NETWORKS))  # for method network (and network+gd: the last)
+    networks: list[str] = field(default_factory=lambda: list(KINDS))  # for method network (and network+gd: the last)
     network_dir: str = ""  # where the trained embedding networks are (<kind>.safetensors, <kind>.json)
     images: int = 4  # dataset images to embed (the held-out split for digits)
     generated: int = 4  # images made by the generator itself, embedded too (Table 2)

@@ -19,7 +19,10 @@ class EmbedTask(Declaration):
     options = EmbedOptions
     uses = ("model", "extractor", "dataset", "max_targets")
     outputs = (FOLDER, "overview.png")
-    tables: ClassVar[dict[str, str]] = {f"{FOLDER}/methods.csv": "reconstruction MSE per method ([0, 1] pixel units)"}
+    tables: ClassVar[dict[str, str]] = {
+        f"{FOLDER}/methods.csv": "reconstruction MSE per method ([0, 1] pixel units)",
+        f"{FOLDER}/findings.csv": "Asperti et al.'s claims: fsa's figure, 95 % interval, rule, verdict",
+    }
     metrics = ("best_dataset_mse", "best_generated_mse", "cloud.member_mse", "cloud.mean_seed_mse", "wall_time_s")
 
     work = "fsa.tasks.embed.run.embed"

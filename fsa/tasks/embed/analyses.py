@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -13,11 +14,13 @@ from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.embedding import analysis, ddim
 from fsa.embedding.options import EmbedOptions
 from fsa.errors import ConfigError
+from fsa.intervals import percentile_interval, row_bootstrap
 from fsa.pictures import draw_grid, picture, plot_lines
 from fsa.tasks.embed.units import Embedder
 
 log = logging.getLogger("fsa")
 
+RESAMPLES = 1000  # bootstrap draws for the intervals of the findings
 FACTORS = [-8.0, -4.0, 0.0, 4.0, 8.0]  # moves along a unit principal component, in seed units (|x_T| ~ 16)
 
 
@@ -57,12 +60,15 @@ def cloud_analysis(
         figures["network"] = kind
         figures["mean_to_network"] = float((principal.mean - canonical).norm())
         figures["seeds_to_network"] = float((seeds - canonical).norm(dim=1).mean())
+        figures["centre_ratio"], figures["centre_ratio_interval"] = centre_ratio(seeds.double(), canonical.double())
     if embedder.options.combinations:
         generator = torch.Generator().manual_seed(embedder.seed + 6)
         mixed = analysis.convex_combinations(seeds, embedder.options.combinations, generator)
         made = ddim.reconstruct(backbone, mixed.reshape(-1, *image.shape[1:]).to(image.device), image, timesteps)
-        figures["combination_mse"] = float(mse01(made.reconstruction, image).mean())
-        figures["combination_mse_max"] = float(mse01(made.reconstruction, image).max())
+        errors = mse01(made.reconstruction, image).cpu().double().numpy()
+        figures["combination_mse"], figures["combination_mse_max"] = float(errors.mean()), float(errors.max())
+        resampled = row_bootstrap(len(errors), lambda rows: errors[rows].mean(), RESAMPLES)
+        figures["combination_mse_interval"] = percentile_interval(resampled)
     count = len(principal.variances)
     plot_lines(
         range(1, count + 1),
@@ -73,6 +79,19 @@ def cloud_analysis(
     )
     figures["component_change"] = components_figure(backbone, timesteps, image, principal, out)
     return figures
+
+
+def centre_ratio(seeds: Tensor, canonical: Tensor) -> tuple[float, list[float]]:
+    """How far the network's seed is from the cloud's mean, over how far the cloud's seeds are from it
+    on average (below 1: nearer the centre than a member is), with its interval over the seeds."""
+    points = seeds.numpy()
+
+    def ratio(rows: np.ndarray) -> float:
+        mean = points[rows].mean(0)
+        spread = np.linalg.norm(points[rows] - mean, axis=1).mean()
+        return float(np.linalg.norm(mean - canonical.numpy()) / spread) if spread > 0 else float("nan")
+
+    return ratio(np.arange(len(points))), percentile_interval(row_bootstrap(len(points), ratio, RESAMPLES))
 
 
 def components_figure(
@@ -129,11 +148,16 @@ def independence_figure(
     with torch.no_grad():
         ours, theirs = ddim.generate(first, seeds, timesteps), ddim.generate(second, seeds, timesteps)
     shifted = torch.roll(torch.arange(len(seeds)), 1)  # every image paired with another seed's
+    same, other = (mse01(ours, b).cpu().double().numpy() for b in (theirs, theirs[shifted]))
     found = {
         "seeds": len(seeds),
-        "same_seed_mse": float(mse01(ours, theirs).mean()),
-        "other_seed_mse": float(mse01(ours, theirs[shifted]).mean()),
+        "same_seed_mse": float(same.mean()),
+        "other_seed_mse": float(other.mean()),
         "same_model_other_seed_mse": float(mse01(ours, ours[shifted]).mean()),
+        "same_over_other": float(same.mean() / other.mean()),
+        "same_over_other_interval": percentile_interval(
+            row_bootstrap(len(same), lambda rows: same[rows].mean() / other[rows].mean(), RESAMPLES)
+        ),
     }
     log.info(
         "same seeds, two models: image MSE %.4f; different seeds: %.4f", found["same_seed_mse"], found["other_seed_mse"]

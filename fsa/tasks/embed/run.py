@@ -31,10 +31,12 @@ from fsa.diffusion.samplers import strided_timesteps
 from fsa.embedding import analysis, ddim
 from fsa.embedding.options import EmbedOptions
 from fsa.errors import ConfigError
+from fsa.findings import log_findings
 from fsa.job import Job
 from fsa.pictures import draw_grid, picture
 from fsa.tasks.embed import FOLDER
 from fsa.tasks.embed.analyses import cloud_analysis, independence_figure, interpolate_figure, mse01
+from fsa.tasks.embed.findings import findings
 from fsa.tasks.embed.units import STREAM, CloudLog, Embedder, Units
 
 log = logging.getLogger("fsa")
@@ -78,6 +80,10 @@ def embed(job: Job) -> dict[str, Any]:
     summary = analyse(job, embedder, images, found, out)  # 2-6
     summary = {"model": backbone.name, "num_steps": options.num_steps, "images": len(images)} | summary
     summary["methods"] = per_method.to_dict(orient="records")
+    claims = findings(found.table, summary, images[0].numel())
+    claims.to_csv(out / "findings.csv")
+    summary["findings"] = claims.reset_index().to_dict(orient="records")
+    log_findings(claims, log)
     for set_name in ("dataset", "generated"):
         mse = per_method[(per_method["set"] == set_name) & (per_method["method"] != "random seed")]["mse"]
         summary[f"best_{set_name}_mse"] = float(mse.min()) if len(mse) else None
@@ -173,6 +179,7 @@ def tell_tracker(job: Job, summary: dict[str, Any], per_method: pd.DataFrame) ->
     assert job.tracker is not None
     out = job.folder.root / FOLDER
     figures = {f"figures/{png.stem}": png for png in sorted(out.glob("*.png"))}
-    job.tracker.log_outputs(STREAM, {"methods": per_method}, figures | {"overview": job.folder.overview_file})
+    tables = {"methods": per_method, "findings": pd.DataFrame(summary["findings"])}
+    job.tracker.log_outputs(STREAM, tables, figures | {"overview": job.folder.overview_file})
     values = {f"mse/{row['set']}/{row['method']}": row["mse"] for row in summary["methods"]}
     job.tracker.summarise(STREAM, values | {"cloud": {k: v for k, v in summary["cloud"].items() if k != "variances"}})
