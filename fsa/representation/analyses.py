@@ -18,7 +18,7 @@ from fsa.representation.measures import bimodality_coefficient, channel_selectiv
 SELECTIVITY_RESAMPLES = 1000
 CLUSTER_RESAMPLES = 200  # each resample fits K-means again
 SEPARATED = 2.0  # standard deviations between centroids: the paper's "well separated"
-GAUSSIAN_DRAWS = 10  # clouds without clusters, for the separation K-means finds anyway
+GAUSSIAN_DRAWS = 20  # clouds without clusters, for the separation K-means finds anyway
 
 
 @dataclass
@@ -111,20 +111,22 @@ def clusters(phi: np.ndarray, labels: np.ndarray, k: int, seed: int = 0) -> Clus
     resampled = row_bootstrap(len(phi), figures, CLUSTER_RESAMPLES, seed)
     assignment = fit(phi, 10)
     found = dict(zip(names, (float(v) for v in figures(everything, 10)), strict=True))
-    found["gaussian_median"] = gaussian_separation(phi, k, seed)
+    gaussian = gaussian_separation(phi, k, seed)
+    found["gaussian_median"] = float(gaussian.mean())
     intervals = {name: percentile_interval(resampled[:, i]) for i, name in enumerate(names)}
+    intervals["gaussian_median"] = percentile_interval(gaussian)  # the spread of structureless clouds
     return Clusters(k, assignment, group_separations(phi, assignment), group_separations(phi, labels), found, intervals)
 
 
-def gaussian_separation(phi: np.ndarray, k: int, seed: int = 0, draws: int = GAUSSIAN_DRAWS) -> float:
-    """The median separation K-means finds in clouds with no clusters: N points from a Gaussian of phi's
-    mean and covariance, k clusters, averaged over `draws` clouds. K-means cuts even such a cloud into
-    parts whose centroids stand several standard deviations apart along the lines joining them, so
-    this, not 2, is the separation that says clusters are there."""
+def gaussian_separation(phi: np.ndarray, k: int, seed: int = 0, draws: int = GAUSSIAN_DRAWS) -> np.ndarray:
+    """The median separation K-means finds in clouds with no clusters, one per cloud: N points from a
+    Gaussian of phi's mean and covariance, k clusters, `draws` clouds. K-means cuts even such a cloud
+    into parts whose centroids stand several standard deviations apart along the lines joining them,
+    so these, not 2, are the separations that say whether clusters are there."""
     rng = np.random.default_rng(seed)
     mean, covariance = phi.mean(0), np.cov(phi, rowvar=False)
     medians = []
     for _ in range(draws):
         cloud = rng.multivariate_normal(mean, covariance, size=len(phi), method="eigh")
         medians.append(np.median(group_separations(cloud, KMeans(k, n_init=3, random_state=seed).fit_predict(cloud))))
-    return float(np.mean(medians))
+    return np.array(medians)

@@ -25,7 +25,11 @@ def save(figure: plt.Figure, path: Path) -> Path:
 
 
 def sparsity_histograms(
-    blocks: Sequence[str], inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], t: int, path: Path
+    blocks: Sequence[str],
+    inputs: Sequence[np.ndarray | None],
+    outputs: Sequence[np.ndarray | None],
+    t: int,
+    path: Path,
 ) -> Path:
     """Fig. 1: per block, the histograms over images of the participation ratio of its input channels
     and of its output channels (a side with one channel is left out: its ratio is always 1)."""

@@ -57,6 +57,17 @@ class Phi:
 
 
 @dataclass
+class BlockStudy:
+    """4-6: the studied block's selectivity and clusters; every block's per-image participation ratio
+    at the reference level, of its inputs and of its outputs (None: a side with one channel)."""
+
+    selectivity: analyses.Selectivity
+    clusters: analyses.Clusters
+    input_sparsity: list[np.ndarray | None]
+    output_sparsity: list[np.ndarray | None]
+
+
+@dataclass
 class Images:
     """The labelled images, as clean latents z0 and as flat pixels, and their features under the extractor."""
 
@@ -111,8 +122,8 @@ def represent(job: Job) -> dict[str, Any]:
         "sparsity": {b: float(tables["sparsity"].loc[b].iloc[at]) for b in blocks},
         "stability_min": {b: float(tables["stability"].loc[b].min()) for b in blocks},
         "block": options.block,
-        "selectivity_bimodality": study["selectivity"].bimodality,
-        "clusters": study["clusters"].figures,
+        "selectivity_bimodality": study.selectivity.bimodality,
+        "clusters": study.clusters.figures,
         "findings": tables["findings"].reset_index().to_dict(orient="records"),
         "overview": job.folder.relative(overview),
     }
@@ -185,7 +196,7 @@ def measure(phi: Phi, images: Images, blocks: list[str], levels: list[int], refe
 
 def study_block(
     phi: Phi, images: Images, blocks: list[str], options: RepresentOptions, shown: Tensor, out: Path
-) -> dict[str, Any]:
+) -> BlockStudy:
     """4-6. The studied block's channel selectivity, its selective channels' top images, its K-means
     clusters (at the reference level), and Fig. 1's histograms of every block; their figures."""
     reference, labels = options.reference, images.labels.numpy()
@@ -193,19 +204,16 @@ def study_block(
     selectivity = analyses.selectivity(block_phi, labels, SHOWN, options.top_images)
     k = options.clusters or len(np.unique(labels))
     clusters = analyses.clusters(block_phi, labels, k)
-    per_image = [
-        [
-            participation_fraction(side[reference][b]).numpy() if side[reference][b].shape[1] > 1 else None
-            for b in range(len(blocks))
-        ]
+    inputs, outputs = (
+        [participation_fraction(means).numpy() if means.shape[1] > 1 else None for means in side[reference]]
         for side in (phi.inputs, phi.outputs)
-    ]
-    figures.sparsity_histograms(blocks, per_image[0], per_image[1], reference, out / "sparsity_histograms.png")
+    )
+    figures.sparsity_histograms(blocks, inputs, outputs, reference, out / "sparsity_histograms.png")
     figures.selectivity_histogram(selectivity, options.block, out / "selectivity.png")
     figures.selective_channels(selectivity, shown, labels, out / "selective_channels.png")
     figures.separations(clusters, out / "separation.png")
     figures.cluster_members(clusters, shown, labels, 10, out / "clusters.png")
-    return {"selectivity": selectivity, "clusters": clusters, "per_image_sparsity": per_image}
+    return BlockStudy(selectivity, clusters, inputs, outputs)
 
 
 def findings(
@@ -214,14 +222,14 @@ def findings(
     images: Images,
     blocks: list[str],
     options: RepresentOptions,
-    study: dict[str, Any],
+    study: BlockStudy,
 ) -> pd.DataFrame:
     """7. Each of the paper's claims this task measures: fsa's figure, its 95 % interval (a bootstrap
     over images; Wilson's for a proportion), the rule it is judged by, and whether it holds."""
     reference, block, n = options.reference, options.block, len(images.labels)
     at = blocks.index(block)
-    selectivity, clusters = study["selectivity"], study["clusters"]
-    inputs, outputs = study["per_image_sparsity"]
+    selectivity, clusters = study.selectivity, study.clusters
+    inputs, outputs = study.input_sparsity, study.output_sparsity
 
     def mean_interval(per_image: np.ndarray) -> tuple[float, list[float]]:
         resampled = row_bootstrap(n, lambda rows: per_image[rows].mean(), RESAMPLES, seed=0)
@@ -303,12 +311,12 @@ def findings(
             ),
             Finding(
                 "Fig. 6: the clusters are real: more separated than K-means makes a cloud without clusters",
-                f"median separation of the clusters / of K-means clusters in Gaussian clouds of phi's covariance "
-                f"({shares['gaussian_median']:.2f} sd)",
+                "median separation of the clusters / of K-means clusters in Gaussian clouds of phi's covariance "
+                f"({shares['gaussian_median']:.2f} sd; interval: over {analyses.GAUSSIAN_DRAWS} such clouds)",
                 shares["clusters_median"] / shares["gaussian_median"],
-                [bound / shares["gaussian_median"] for bound in intervals["clusters_median"]],
+                [shares["clusters_median"] / bound for bound in reversed(intervals["gaussian_median"])],
                 "low > 1",
-                intervals["clusters_median"][0] > shares["gaussian_median"],
+                shares["clusters_median"] > intervals["gaussian_median"][1],
             ),
             Finding(
                 "Fig. 6: classes are less separated than clusters",
