@@ -334,10 +334,15 @@ def test_represent_run_writes_tables_that_agree_with_its_summary(represent_run):
         assert (out / "representation" / f"{png}.png").exists(), png
 
 
-def test_represent_checks_each_of_the_papers_claims_with_an_interval(represent_run):
+def test_represent_checks_each_of_the_papers_claims_with_an_interval(represent_run, tmp_path):
     import pandas as pd
 
+    from fsa.report.command import main
+
     out, summary = represent_run
+    assert main([str(out), "--out", str(tmp_path / "report")]) == 0  # the claims are on the report page
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Kadkhodaie et al.&#x27;s claims" in page and "Fig. 6: classes are less separated" in page
     findings = pd.read_csv(out / "representation" / "findings.csv", index_col=0)
     assert [claim.split(":")[0] for claim in findings.index] == ["Fig. 1"] * 2 + ["Fig. 2", "Fig. 3", "Fig. 4"] + [
         "Fig. 6"
