@@ -11,6 +11,7 @@ import numpy as np
 
 LEVEL = 0.95  # every interval fsa prints is a 95 % one
 RESAMPLES = 2000
+ROW_RESAMPLES = 1000  # draws of independent rows (images, seeds, channels): their statistics are cheap but many
 Z = 1.959963984540054  # the standard normal's 97.5 % quantile
 
 
@@ -39,12 +40,19 @@ def target_bootstrap(
     return percentile_interval(np.array([statistic(np.concatenate([groups[i] for i in pick])) for pick in picks]))
 
 
-def row_bootstrap(n: int, statistic: Callable[[np.ndarray], Any], resamples: int, seed: int = 0) -> np.ndarray:
+def row_bootstrap(
+    n: int, statistic: Callable[[np.ndarray], Any], resamples: int = ROW_RESAMPLES, seed: int = 0
+) -> np.ndarray:
     """`statistic` of `resamples` draws of n independent rows (by index, with replacement): an array of
     its values, one per draw (a vector statistic gives one row per draw). For rows that are independent
     draws, such as images or channels; a target's samples are not (`target_bootstrap`)."""
     picks = np.random.default_rng(seed).integers(n, size=(resamples, n))
     return np.array([statistic(pick) for pick in picks])
+
+
+def mean_interval(values: np.ndarray, seed: int = 0) -> list[float]:
+    """The LEVEL interval of the mean of `values`, one per independent row, by `row_bootstrap`."""
+    return percentile_interval(row_bootstrap(len(values), lambda rows: values[rows].mean(), seed=seed))
 
 
 def percentile_interval(values: np.ndarray) -> list[float]:

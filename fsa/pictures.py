@@ -129,6 +129,11 @@ def plot_lines(
     axes.grid(alpha=0.3, which="both")
     if len(lines) + len(references or {}) > 1:
         axes.legend(fontsize=7, ncol=2)
+    return save_plot(figure, path)
+
+
+def save_plot(figure: plt.Figure, path: Path) -> Path:
+    """A task's plot as a PNG at `path` (its folder made), laid out tight; the figure is closed."""
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

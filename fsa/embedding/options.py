@@ -19,7 +19,7 @@ class EmbedOptions:
     num_steps: int = 20  # DDIM steps of the deterministic generator f_theta (eta = 0)
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     networks: list[str] = field(default_factory=lambda: list(KINDS))  # for method network (and network+gd: the last)
-    network_dir: str = ""  # where the trained embedding networks are (<kind>.safetensors, <kind>.json)
+    network_dir: str = ""  # where the trained embedding networks are (<name>.safetensors, <name>.json)
     images: int = 4  # dataset images to embed (the held-out split for digits)
     generated: int = 4  # images made by the generator itself, embedded too (Table 2)
     iterations: int = 60  # gradient descent steps of method gradient_descent and of the cloud

@@ -15,7 +15,6 @@ from sklearn.cluster import KMeans
 from fsa.intervals import percentile_interval, row_bootstrap, wilson_interval
 from fsa.representation.measures import bimodality_coefficient, channel_selectivity, group_separations, purity
 
-SELECTIVITY_RESAMPLES = 1000
 CLUSTER_RESAMPLES = 200  # each resample fits K-means again
 SEPARATED = 2.0  # standard deviations between centroids: the paper's "well separated"
 GAUSSIAN_DRAWS = 20  # clouds without clusters, for the separation K-means finds anyway
@@ -44,9 +43,7 @@ def selectivity(phi: np.ndarray, labels: np.ndarray, shown: int, k: int, seed: i
         return channel_selectivity(torch.from_numpy(phi[rows])).numpy()
 
     values = per_channel(np.arange(len(phi)))
-    resampled = row_bootstrap(
-        len(phi), lambda rows: bimodality_coefficient(per_channel(rows)), SELECTIVITY_RESAMPLES, seed
-    )
+    resampled = row_bootstrap(len(phi), lambda rows: bimodality_coefficient(per_channel(rows)), seed=seed)
     shows_k = np.flatnonzero(np.isfinite(values) & ((phi > 0).sum(0) >= k))  # k images to show, all active
     channels = [int(c) for c in shows_k[np.argsort(values[shows_k], kind="stable")][:shown]]
     top = np.argsort(-phi[:, channels], axis=0, kind="stable")[:k].T
@@ -90,32 +87,33 @@ def clusters(phi: np.ndarray, labels: np.ndarray, k: int, seed: int = 0) -> Clus
     def fit(points: np.ndarray, n_init: int) -> np.ndarray:
         return KMeans(k, n_init=n_init, random_state=seed).fit_predict(points)
 
-    def figures(rows: np.ndarray, n_init: int = 1) -> np.ndarray:
+    def figures(assignment: np.ndarray, classes: np.ndarray, by_cluster: np.ndarray, by_class: np.ndarray) -> list:
+        medians = float(np.median(by_cluster)), float(np.median(by_class))
+        separated = float((by_cluster >= SEPARATED).mean()), float((by_class >= SEPARATED).mean())
+        return [
+            purity(assignment, classes),
+            separated[0],
+            medians[0],
+            separated[1],
+            medians[1],
+            medians[0] - medians[1],
+        ]
+
+    def resampled(rows: np.ndarray) -> list:
         points, classes = phi[rows], labels[rows]
-        assignment = fit(points, n_init)
-        by_cluster, by_class = group_separations(points, assignment), group_separations(points, classes)
-        medians = np.median(by_cluster), np.median(by_class)
-        return np.array(
-            [
-                purity(assignment, classes),
-                (by_cluster >= SEPARATED).mean(),
-                medians[0],
-                (by_class >= SEPARATED).mean(),
-                medians[1],
-                medians[0] - medians[1],
-            ]
-        )
+        assignment = fit(points, 1)  # one initialisation per draw: the draws are many
+        return figures(assignment, classes, group_separations(points, assignment), group_separations(points, classes))
 
     names = ["purity", "clusters_separated", "clusters_median", "classes_separated", "classes_median", "median_gap"]
-    everything = np.arange(len(phi))
-    resampled = row_bootstrap(len(phi), figures, CLUSTER_RESAMPLES, seed)
+    draws = row_bootstrap(len(phi), resampled, CLUSTER_RESAMPLES, seed)
     assignment = fit(phi, 10)
-    found = dict(zip(names, (float(v) for v in figures(everything, 10)), strict=True))
+    by_cluster, by_class = group_separations(phi, assignment), group_separations(phi, labels)
+    found = dict(zip(names, figures(assignment, labels, by_cluster, by_class), strict=True))
     gaussian = gaussian_separation(phi, k, seed)
     found["gaussian_median"] = float(gaussian.mean())
-    intervals = {name: percentile_interval(resampled[:, i]) for i, name in enumerate(names)}
+    intervals = {name: percentile_interval(draws[:, i]) for i, name in enumerate(names)}
     intervals["gaussian_median"] = percentile_interval(gaussian)  # the spread of structureless clouds
-    return Clusters(k, assignment, group_separations(phi, assignment), group_separations(phi, labels), found, intervals)
+    return Clusters(k, assignment, by_cluster, by_class, found, intervals)
 
 
 def gaussian_separation(phi: np.ndarray, k: int, seed: int = 0, draws: int = GAUSSIAN_DRAWS) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Measures of a representation: pure functions of (N, D) tensors (Kadkhodaie et al., Secs. 2.2-2.5)."""
 
 import math
+from itertools import combinations
 
 import numpy as np
 import torch
@@ -42,15 +43,14 @@ def group_separations(points: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """For every pair of groups (clusters or classes) of `points` (N, D): the distance between their
     centroids over the square root of their average variance along the line joining the centroids
     (Kadkhodaie et al.'s Fig. 6, in units of standard deviation). Above 2: well separated."""
-    labels = np.unique(groups)
-    centroids = np.stack([points[groups == g].mean(0) for g in labels])
+    members = [points[groups == g] for g in np.unique(groups)]
+    centroids = [m.mean(0) for m in members]
     separations = []
-    for i in range(len(labels)):
-        for j in range(i + 1, len(labels)):
-            line = centroids[j] - centroids[i]
-            distance = float(np.linalg.norm(line))
-            along = [(points[groups == labels[k]] @ (line / distance)).var() for k in (i, j)]
-            separations.append(distance / math.sqrt(max(float(np.mean(along)), 1e-30)))
+    for i, j in combinations(range(len(members)), 2):
+        line = centroids[j] - centroids[i]
+        distance = float(np.linalg.norm(line))
+        along = [(members[g] @ (line / distance)).var() for g in (i, j)]
+        separations.append(distance / math.sqrt(max(float(np.mean(along)), 1e-30)))
     return np.array(separations)
 
 

@@ -14,13 +14,12 @@ from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.embedding import analysis, ddim
 from fsa.embedding.options import EmbedOptions
 from fsa.errors import ConfigError
-from fsa.intervals import percentile_interval, row_bootstrap
+from fsa.intervals import mean_interval, percentile_interval, row_bootstrap
 from fsa.pictures import draw_grid, picture, plot_lines
 from fsa.tasks.embed.units import Embedder
 
 log = logging.getLogger("fsa")
 
-RESAMPLES = 1000  # bootstrap draws for the intervals of the findings
 FACTORS = [-8.0, -4.0, 0.0, 4.0, 8.0]  # moves along a unit principal component, in seed units (|x_T| ~ 16)
 
 
@@ -67,8 +66,7 @@ def cloud_analysis(
         made = ddim.reconstruct(backbone, mixed.reshape(-1, *image.shape[1:]).to(image.device), image, timesteps)
         errors = mse01(made.reconstruction, image).cpu().double().numpy()
         figures["combination_mse"], figures["combination_mse_max"] = float(errors.mean()), float(errors.max())
-        resampled = row_bootstrap(len(errors), lambda rows: errors[rows].mean(), RESAMPLES)
-        figures["combination_mse_interval"] = percentile_interval(resampled)
+        figures["combination_mse_interval"] = mean_interval(errors)
     count = len(principal.variances)
     plot_lines(
         range(1, count + 1),
@@ -91,7 +89,7 @@ def centre_ratio(seeds: Tensor, canonical: Tensor) -> tuple[float, list[float]]:
         spread = np.linalg.norm(points[rows] - mean, axis=1).mean()
         return float(np.linalg.norm(mean - canonical.numpy()) / spread) if spread > 0 else float("nan")
 
-    return ratio(np.arange(len(points))), percentile_interval(row_bootstrap(len(points), ratio, RESAMPLES))
+    return ratio(np.arange(len(points))), percentile_interval(row_bootstrap(len(points), ratio))
 
 
 def components_figure(
@@ -156,7 +154,7 @@ def independence_figure(
         "same_model_other_seed_mse": float(mse01(ours, ours[shifted]).mean()),
         "same_over_other": float(same.mean() / other.mean()),
         "same_over_other_interval": percentile_interval(
-            row_bootstrap(len(same), lambda rows: same[rows].mean() / other[rows].mean(), RESAMPLES)
+            row_bootstrap(len(same), lambda rows: same[rows].mean() / other[rows].mean())
         ),
     }
     log.info(

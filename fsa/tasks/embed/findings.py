@@ -9,14 +9,12 @@ import numpy as np
 import pandas as pd
 
 from fsa.findings import Finding, findings_table
-from fsa.intervals import percentile_interval, row_bootstrap
-
-RESAMPLES = 1000
+from fsa.intervals import mean_interval, percentile_interval, row_bootstrap
 
 
-def mean_interval(values: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Bootstrap draws of the mean of `values` (independent images or seeds)."""
-    return row_bootstrap(len(values), lambda rows: values[rows].mean(), RESAMPLES, seed)
+def mean_draws(values: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Bootstrap draws of the mean of `values` (independent images)."""
+    return row_bootstrap(len(values), lambda rows: values[rows].mean(), seed=seed)
 
 
 def findings(table: pd.DataFrame, summary: dict[str, Any], seed_dimensions: int) -> pd.DataFrame:
@@ -30,7 +28,7 @@ def findings(table: pd.DataFrame, summary: dict[str, Any], seed_dimensions: int)
     def lower(a: str, b: str, claim: str, what: str) -> None:
         """Method a's MSE against method b's on the same held-out images: does a embed better?"""
         gap = (dataset[a] - dataset[b]).to_numpy()
-        interval = percentile_interval(mean_interval(gap))
+        interval = mean_interval(gap)
         found.append(
             Finding(claim, f"MSE of {a} - of {b}, {what}", float(gap.mean()), interval, "high < 0", interval[1] < 0)
         )
@@ -51,7 +49,7 @@ def findings(table: pd.DataFrame, summary: dict[str, Any], seed_dimensions: int)
     if networks and len(generated):
         last = networks[-1]
         made, real = generated[last].to_numpy(), dataset[last].to_numpy()
-        interval = percentile_interval(mean_interval(made) - mean_interval(real, seed=1))
+        interval = percentile_interval(mean_draws(made) - mean_draws(real, seed=1))
         found.append(
             Finding(
                 "Table 2: generated images embed better than dataset images",

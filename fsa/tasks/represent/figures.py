@@ -10,18 +10,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from torch import Tensor
 
-from fsa.pictures import OKABE_ITO, draw_grid, picture
+from fsa.pictures import OKABE_ITO, draw_grid, picture, save_plot
 from fsa.representation.analyses import SEPARATED, Clusters, Selectivity
 
 INPUT, OUTPUT = OKABE_ITO[1], OKABE_ITO[2]  # the paper's Fig. 1 colours: orange input, green output
-
-
-def save(figure: plt.Figure, path: Path) -> Path:
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
 
 
 def sparsity_histograms(
@@ -45,7 +37,7 @@ def sparsity_histograms(
     axes[0][0].set_ylabel("images")
     axes[0][0].legend(fontsize=7)
     figure.suptitle(f"channel sparsity of each block's input and output at t={t} (lower: sparser)", fontsize=9)
-    return save(figure, path)
+    return save_plot(figure, path)
 
 
 def selectivity_histogram(study: Selectivity, block: str, path: Path) -> Path:
@@ -61,7 +53,7 @@ def selectivity_histogram(study: Selectivity, block: str, path: Path) -> Path:
     )
     axis.set_xlabel("participation ratio over images (low: selective)")
     axis.set_ylabel("channels")
-    return save(figure, path)
+    return save_plot(figure, path)
 
 
 def selective_channels(study: Selectivity, shown: Tensor, labels: np.ndarray, path: Path) -> Path:
@@ -90,7 +82,7 @@ def separations(study: Clusters, path: Path) -> Path:
         axis.set_xlabel("centroid distance / sd along the line joining them")
     axes[0].set_ylabel("pairs")
     axes[0].legend(fontsize=7)
-    return save(figure, path)
+    return save_plot(figure, path)
 
 
 def cluster_members(study: Clusters, shown: Tensor, labels: np.ndarray, per_row: int, path: Path) -> Path:

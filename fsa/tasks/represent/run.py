@@ -32,7 +32,7 @@ from fsa.diffusion.backbones import DiffusionBackbone
 from fsa.errors import ConfigError
 from fsa.extractors.unet_block import block_names, check_blocks, represent_input_output
 from fsa.findings import Finding, findings_table, log_findings
-from fsa.intervals import percentile_interval, row_bootstrap
+from fsa.intervals import mean_interval
 from fsa.job import Job
 from fsa.pictures import draw_grid, picture, plot_lines
 from fsa.representation import analyses
@@ -43,7 +43,6 @@ from fsa.tasks.represent import FOLDER, figures
 log = logging.getLogger("fsa")
 CHUNK = 64  # images per forward pass (times the noise draws)
 SHOWN = 6  # query images in the overview's nearest-neighbour grid; selective channels shown
-RESAMPLES = 1000  # bootstrap draws over images for the findings' intervals
 BIMODAL = 5 / 9  # a bimodality coefficient above a uniform's suggests two modes (Sarle)
 STREAM = "represent"  # the job's one W&B run
 
@@ -226,14 +225,13 @@ def findings(
 ) -> pd.DataFrame:
     """7. Each of the paper's claims this task measures: fsa's figure, its 95 % interval (a bootstrap
     over images; Wilson's for a proportion), the rule it is judged by, and whether it holds."""
-    reference, block, n = options.reference, options.block, len(images.labels)
+    reference, block = options.reference, options.block
     at = blocks.index(block)
     selectivity, clusters = study.selectivity, study.clusters
     inputs, outputs = study.input_sparsity, study.output_sparsity
 
-    def mean_interval(per_image: np.ndarray) -> tuple[float, list[float]]:
-        resampled = row_bootstrap(n, lambda rows: per_image[rows].mean(), RESAMPLES, seed=0)
-        return float(per_image.mean()), percentile_interval(resampled)
+    def with_interval(per_image: np.ndarray) -> tuple[float, list[float]]:
+        return float(per_image.mean()), mean_interval(per_image)
 
     def sparsity_change(names: list[str]) -> tuple[float, list[float]]:
         """(output PR - input PR) per image, averaged over the named blocks whose two sides both have
@@ -243,7 +241,7 @@ def findings(
         ]
         if not both:
             return float("nan"), [float("nan"), float("nan")]
-        return mean_interval(np.mean([outputs[b] - inputs[b] for b in both], axis=0))
+        return with_interval(np.mean([outputs[b] - inputs[b] for b in both], axis=0))
 
     encoder = [b for b in blocks if b.startswith("down_blocks")]
     later = [b for b in blocks if b not in encoder]
@@ -258,8 +256,8 @@ def findings(
     ).numpy()
     shares, intervals = clusters.figures, clusters.intervals
     sparser, denser = sparsity_change(later), sparsity_change(encoder)
-    cosine = mean_interval(cosines)
-    agreement = mean_interval(gain)
+    cosine = with_interval(cosines)
+    agreement = with_interval(gain)
     chance, top = selectivity.chance_share, selectivity.top_share_interval
     return findings_table(
         [
